@@ -1,0 +1,22 @@
+"""gkl_jax: exact, fast KL divergences between Gaussian distributions in JAX.
+
+The public API is re-exported here; see the modules for the math.
+"""
+
+from gkl_jax._numerics import phi
+from gkl_jax.checks import checked
+from gkl_jax.gaussians import DiagGaussian
+from gkl_jax.kl import kl, kl_diag, kl_diag_standard, register_kl
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DiagGaussian",
+    "__version__",
+    "checked",
+    "kl",
+    "kl_diag",
+    "kl_diag_standard",
+    "phi",
+    "register_kl",
+]

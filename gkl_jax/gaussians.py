@@ -1,0 +1,213 @@
+"""Gaussian distributions as immutable JAX pytrees.
+
+The last axis of every parameter is the latent (event) axis; leading axes are batch axes and
+broadcast against each other. Instances pass through ``jit``, ``vmap``, ``grad`` and
+``jax.tree_util.tree_map`` like tuples of arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+from jaxtyping import Array, Float
+
+from gkl_jax import checks
+from gkl_jax._numerics import LOG_2PI, align_ranks, as_float_arrays
+
+__all__ = ["DiagGaussian", "Param"]
+
+Param = Literal["log_var", "var", "std"]
+_PARAMS: tuple[str, ...] = ("log_var", "var", "std")
+
+
+def check_param(fn: str, param: Any) -> str:
+    """Validates a ``param=`` option ("log_var", "var" or "std")."""
+    if param not in _PARAMS:
+        raise ValueError(f"{fn}: param must be one of {_PARAMS}, got {param!r}")
+    return param
+
+
+def check_spread_values(fn: str, name: str, spread: jax.Array, param: str) -> None:
+    """Checked mode: the spread parameter is finite, and positive when it is a var or std."""
+    checks.check_finite(fn, name, spread)
+    if param != "log_var":
+        checks.check_positive(fn, name, spread)
+
+
+@jax.tree_util.register_pytree_node_class
+class DiagGaussian:
+    r"""Gaussian with diagonal covariance, ``N(mean, diag(var))``, batched over leading axes.
+
+    The distribution keeps the spread in the parametrization it was given (``log_var``, ``var``
+    or ``std``), so that :func:`gkl_jax.kl` between two distributions given the same way is exact
+    even when they are nearly identical: no rounded ``log`` is taken before the log-ratio.
+
+    Args:
+      mean: ``(*batch, d)`` means.
+      log_var: ``(*batch, d)`` log-variances (batch axes broadcast against ``mean``'s).
+
+    Raises:
+      TypeError: a parameter is not a floating-point array.
+      ValueError: a parameter is a scalar, or the shapes do not fit together.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from gkl_jax import DiagGaussian
+      >>> q = DiagGaussian(jnp.zeros((2, 3)), jnp.zeros(3))  # batch of 2, latent size 3
+      >>> q.batch_shape, q.event_size
+      ((2,), 3)
+      >>> q.sample(jax.random.key(0), (5,)).shape
+      (5, 2, 3)
+    """
+
+    __slots__ = ("mean", "param", "spread")
+    mean: jax.Array
+    spread: jax.Array
+    param: str
+
+    def __init__(self, mean: Float[ArrayLike, "*b d"], log_var: Float[ArrayLike, "*b d"]):
+        self._init("DiagGaussian", mean, log_var, "log_var")
+
+    def _init(self, fn: str, mean: ArrayLike, spread: ArrayLike, param: str) -> None:
+        names = ("mean", param)
+        mean, spread = as_float_arrays(fn, names, (mean, spread))
+        checks.check_event_shapes(fn, names, (mean.shape, spread.shape))
+        checks.check_finite(fn, "mean", mean)
+        check_spread_values(fn, param, spread, param)
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "spread", spread)
+        object.__setattr__(self, "param", param)
+
+    @classmethod
+    def _make(cls, fn: str, mean: ArrayLike, spread: ArrayLike, param: str) -> DiagGaussian:
+        self = object.__new__(cls)
+        self._init(fn, mean, spread, param)
+        return self
+
+    @classmethod
+    def from_std(cls, mean: Float[ArrayLike, "*b d"], std: Float[ArrayLike, "*b d"]):
+        """``N(mean, diag(std**2))``; the standard deviations are kept as given (no log taken)."""
+        return cls._make("DiagGaussian.from_std", mean, std, "std")
+
+    @classmethod
+    def from_var(cls, mean: Float[ArrayLike, "*b d"], var: Float[ArrayLike, "*b d"]):
+        """``N(mean, diag(var))``; the variances are kept as given (no log taken)."""
+        return cls._make("DiagGaussian.from_var", mean, var, "var")
+
+    @classmethod
+    def from_param(cls, mean: ArrayLike, spread: ArrayLike, param: Param) -> DiagGaussian:
+        """Builds from ``spread`` given as ``param`` = "log_var", "var" or "std"."""
+        check_param("DiagGaussian.from_param", param)
+        return cls._make("DiagGaussian.from_param", mean, spread, param)
+
+    @classmethod
+    def standard(
+        cls, event_size: int, *, batch_shape: tuple[int, ...] = (), dtype: Any = jnp.float32
+    ) -> DiagGaussian:
+        """The standard normal ``N(0, I)`` of size ``event_size`` (with zero log-variances)."""
+        zeros = jnp.zeros((*batch_shape, event_size), dtype)
+        return cls(zeros, zeros)
+
+    # pytree protocol: the spread parametrization is static metadata.
+    def tree_flatten(self):
+        return (self.mean, self.spread), self.param
+
+    @classmethod
+    def tree_unflatten(cls, param, children):
+        self = object.__new__(cls)
+        object.__setattr__(self, "mean", children[0])
+        object.__setattr__(self, "spread", children[1])
+        object.__setattr__(self, "param", param)
+        return self
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"DiagGaussian is immutable; cannot set '{name}'")
+
+    def __repr__(self) -> str:
+        return (
+            f"DiagGaussian(batch_shape={self.batch_shape}, event_size={self.event_size}, "
+            f"param={self.param!r}, dtype={self.dtype})"
+        )
+
+    # shapes
+    @property
+    def event_size(self) -> int:
+        return self.mean.shape[-1]
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return tuple(jnp.broadcast_shapes(self.mean.shape[:-1], self.spread.shape[:-1]))
+
+    @property
+    def dtype(self):
+        return self.mean.dtype
+
+    # parametrizations
+    @property
+    def log_var(self) -> Float[Array, "*b d"]:
+        if self.param == "log_var":
+            return self.spread
+        if self.param == "var":
+            return jnp.log(self.spread)
+        return 2.0 * jnp.log(self.spread)
+
+    @property
+    def var(self) -> Float[Array, "*b d"]:
+        if self.param == "log_var":
+            return jnp.exp(self.spread)
+        if self.param == "var":
+            return self.spread
+        return jnp.square(self.spread)
+
+    @property
+    def std(self) -> Float[Array, "*b d"]:
+        if self.param == "log_var":
+            return jnp.exp(0.5 * self.spread)
+        if self.param == "var":
+            return jnp.sqrt(self.spread)
+        return self.spread
+
+    def _standardize(self, x: jax.Array) -> jax.Array:
+        """``(x - mean) / std`` using the stored parametrization directly."""
+        x, mean, spread = align_ranks(x, self.mean, self.spread)
+        if self.param == "log_var":
+            return (x - mean) * jnp.exp(-0.5 * spread)
+        return (x - mean) / (spread if self.param == "std" else jnp.sqrt(spread))
+
+    # distribution methods
+    def log_prob(self, x: Float[ArrayLike, "*s d"]) -> Float[Array, "*s"]:
+        """Log-density at ``x``, summed over the latent axis.
+
+        Args:
+          x: ``(*sample, d)`` points; leading axes broadcast against the batch shape.
+
+        Returns:
+          ``log N(x; mean, diag(var))`` with the broadcast leading shape.
+        """
+        fn = "DiagGaussian.log_prob"
+        (x,) = as_float_arrays(fn, ("x",), (x,))
+        checks.check_event_shapes(fn, ("x", "mean"), (x.shape, self.mean.shape))
+        z = self._standardize(x)
+        maha, log_det = align_ranks(jnp.sum(z * z, axis=-1), self._sum_log_var())
+        return -0.5 * (maha + log_det + self.event_size * LOG_2PI)
+
+    def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> Float[Array, "..."]:
+        """Reparameterized samples ``mean + std * eps``, shape ``(*sample_shape, *batch, d)``.
+
+        Gradients flow to ``mean`` and the spread parameter.
+        """
+        shape = (*sample_shape, *self.batch_shape, self.event_size)
+        eps = jax.random.normal(key, shape, self.dtype)
+        mean, std = align_ranks(self.mean, self.std, eps)[:2]
+        return mean + std * eps
+
+    def entropy(self) -> Float[Array, "*b"]:
+        """Differential entropy ``0.5 * sum(1 + log(2 pi) + log_var)``, shape ``batch_shape``."""
+        return 0.5 * (self._sum_log_var() + self.event_size * (1.0 + LOG_2PI))
+
+    def _sum_log_var(self) -> jax.Array:
+        """``sum(log_var)`` over the latent axis, broadcast to ``batch_shape``."""
+        return jnp.broadcast_to(jnp.sum(self.log_var, axis=-1), self.batch_shape)
