@@ -30,7 +30,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from gkl_jax import checks
-from gkl_jax._numerics import align_ranks, as_float_arrays, log_ratio, phi
+from gkl_jax._numerics import align_ranks, as_float_arrays, phi_diff, phi_log_ratio, sum_last
 from gkl_jax.gaussians import DiagGaussian, Param, check_param, check_spread_values
 
 __all__ = ["kl", "kl_diag", "kl_diag_standard", "register_kl"]
@@ -49,16 +49,20 @@ def diag_kl_terms(
     mean_p, spread_p, mean_q, spread_q = align_ranks(mean_p, spread_p, mean_q, spread_q)
     diff = mean_p - mean_q
     if param == "log_var":
-        return 0.5 * (diff * diff * jnp.exp(-spread_q) + phi(spread_p - spread_q))
+        return 0.5 * (diff * diff * jnp.exp(-spread_q) + phi_diff(spread_p, spread_q))
     if param == "var":
-        return 0.5 * (diff * diff / spread_q + phi(log_ratio(spread_p, spread_q)))
+        return 0.5 * (diff * diff / spread_q + phi_log_ratio(spread_p, spread_q))
     z = diff / spread_q
-    return 0.5 * (z * z + phi(2.0 * log_ratio(spread_p, spread_q)))
+    return 0.5 * (z * z + phi_log_ratio(spread_p, spread_q, power=2))
 
 
 def _sum(fn: str, terms: jax.Array, axis: Axis) -> jax.Array:
     axes = checks.check_axis(fn, axis, terms.ndim)
-    return terms if axes == () else jnp.sum(terms, axis=axes)
+    if axes == ():
+        return terms
+    if axes == (terms.ndim - 1,):
+        return sum_last(terms)
+    return jnp.sum(terms, axis=axes)
 
 
 def _names(param: str) -> tuple[str, str, str, str]:
@@ -251,4 +255,4 @@ def _kl_diag_diag(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
         args = (p.mean, p.log_var, q.mean, q.log_var, "log_var")
     dtype = jnp.promote_types(p.dtype, q.dtype)
     args = tuple(a.astype(dtype) if isinstance(a, jax.Array) else a for a in args)
-    return jnp.sum(diag_kl_terms(*args), axis=-1)
+    return sum_last(diag_kl_terms(*args))
