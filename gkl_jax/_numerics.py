@@ -82,10 +82,23 @@ def phi(x: ArrayLike) -> jax.Array:
     return jnp.where(small, series, (jnp.exp(x) - 1) - x)
 
 
+@jax.custom_jvp
+def expm1(x: ArrayLike) -> jax.Array:
+    """``e^x - 1``, whose derivative is ``e^x`` itself (not ``expm1(x) + 1``, which cancels for
+    negative ``x``): the derivative of :func:`phi`, exact to all orders."""
+    return jnp.expm1(x)
+
+
+@expm1.defjvp
+def _expm1_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return expm1(x), jnp.exp(x) * dx
+
+
 @phi.defjvp
 def _phi_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
-    return phi(x), jnp.expm1(x) * dx
+    return phi(x), expm1(x) * dx
 
 
 @jax.custom_jvp
@@ -140,7 +153,7 @@ def phi_diff(a: ArrayLike, b: ArrayLike) -> jax.Array:
 @phi_diff.defjvp
 def _phi_diff_jvp(primals, tangents):
     (a, b), (da, db) = primals, tangents
-    return phi_diff(a, b), jnp.expm1(a - b) * (da - db)
+    return phi_diff(a, b), expm1(a - b) * (da - db)
 
 
 def phi_log_ratio(a: ArrayLike, b: ArrayLike, power: int = 1) -> jax.Array:

@@ -1,0 +1,208 @@
+"""phi, log-ratios and the dtype policy against mpmath and float64 NumPy."""
+
+import jax
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import pytest
+
+from gkl_jax._numerics import (
+    as_float_arrays,
+    compute_dtype,
+    log_ratio,
+    phi,
+    phi_diff,
+    phi_log_ratio,
+    sum_last,
+)
+from tests.reference import max_rel_err, phi_exact
+
+
+def _phi_grid(dtype):
+    xs = np.concatenate(
+        [
+            np.linspace(-3, 3, 2001),
+            np.geomspace(1e-18, 1, 400),
+            -np.geomspace(1e-18, 1, 400),
+            np.linspace(-80, 80, 401),
+            [0.999999, 1.0, 1.000001, -0.999999, -1.0, -1.000001],
+        ]
+    )
+    return xs.astype(dtype)
+
+
+def _ulp_error(got, ref, dtype):
+    spacing = np.spacing(np.abs(ref).astype(dtype)).astype(np.float64)
+    return np.abs(np.asarray(got, np.float64) - ref) / spacing
+
+
+def test_phi_float32_within_4_ulp():
+    xs = _phi_grid(np.float32)
+    ulp = _ulp_error(phi(jnp.asarray(xs)), phi_exact(xs), np.float32)
+    assert ulp.max() <= 4.0, (ulp.max(), xs[ulp.argmax()])
+
+
+def test_phi_float64_within_6_ulp(x64):
+    xs = _phi_grid(np.float64)
+    ulp = _ulp_error(phi(jnp.asarray(xs)), phi_exact(xs), np.float64)
+    assert ulp.max() <= 6.0, (ulp.max(), xs[ulp.argmax()])
+
+
+def test_phi_zero_is_exact_and_never_negative():
+    xs = jnp.asarray(_phi_grid(np.float32))
+    assert float(phi(jnp.float32(0.0))) == 0.0
+    assert bool(jnp.all(phi(xs) >= 0))
+
+
+def test_phi_naive_formula_fails_where_phi_does_not():
+    """The regime the library exists for: at x = 1e-4 the naive form is off by ~100%."""
+    x = np.float32(1e-4)
+    naive = np.exp(x) - np.float32(1) - x
+    ref = phi_exact(x)
+    assert abs(naive - ref) / ref > 0.1
+    assert max_rel_err(phi(jnp.float32(x)), ref) < 2e-7
+
+
+def test_phi_derivative_is_expm1():
+    xs = jnp.asarray(np.linspace(-5, 5, 101), jnp.float32)
+    grads = jax.vmap(jax.grad(phi))(xs)
+    np.testing.assert_allclose(grads, np.expm1(np.asarray(xs, np.float64)), rtol=2e-6, atol=0)
+    # second derivative e^x through the custom JVP
+    second = jax.vmap(jax.grad(jax.grad(phi)))(xs)
+    np.testing.assert_allclose(second, np.exp(np.asarray(xs, np.float64)), rtol=2e-6)
+    assert float(jax.grad(phi)(0.0)) == 0.0
+
+
+def test_phi_overflow_is_inf_not_nan():
+    assert float(phi(jnp.float32(100.0))) == np.inf
+    assert float(phi(jnp.float32(-1e30))) == pytest.approx(1e30, rel=1e-6)
+
+
+def test_log_ratio_matches_mpmath_in_every_regime():
+    rng = np.random.default_rng(0)
+    a = np.exp(rng.uniform(-60, 60, 3000)).astype(np.float32)
+    rel = rng.choice([1e-7, 1e-5, 1e-3, 0.3, 0.49, 0.51, 0.9, 3.0, 1e10], a.size)
+    b = (a * (1 + rel * rng.choice([-1, 1], a.size))).astype(np.float32)
+    b = np.where(b > 0, b, a / 7).astype(np.float32)
+    got = np.asarray(log_ratio(jnp.asarray(a), jnp.asarray(b)), np.float64)
+    ref = np.array(
+        [
+            float(mpmath.log(mpmath.mpf(float(x)) / mpmath.mpf(float(y))))
+            for x, y in zip(a, b, strict=True)
+        ]
+    )
+    nonzero = ref != 0
+    assert np.all(got[~nonzero] == 0)
+    assert max_rel_err(got[nonzero], ref[nonzero]) < 3e-7
+
+
+def test_log_ratio_extreme_ratios_do_not_overflow():
+    a = jnp.float32(1e-30)
+    b = jnp.float32(1e30)
+    assert float(log_ratio(a, b)) == pytest.approx(-60 * np.log(10), rel=1e-6)
+    assert float(log_ratio(b, a)) == pytest.approx(60 * np.log(10), rel=1e-6)
+
+
+def test_log_ratio_gradient():
+    ga, gb = jax.grad(log_ratio, argnums=(0, 1))(2.0, 3.0)
+    assert float(ga) == pytest.approx(0.5)
+    assert float(gb) == pytest.approx(-1 / 3)
+
+
+def test_phi_diff_recovers_the_rounding_of_the_difference():
+    """log-variances 60 apart: fl(a - b) is off by ~eps * 60, phi_diff is not."""
+    rng = np.random.default_rng(1)
+    a = rng.uniform(-30, 30, 2000).astype(np.float32)
+    b = rng.uniform(-30, 30, 2000).astype(np.float32)
+    ref = np.array(
+        [
+            float(
+                mpmath.expm1(mpmath.mpf(float(x)) - mpmath.mpf(float(y)))
+                - (mpmath.mpf(float(x)) - mpmath.mpf(float(y)))
+            )
+            for x, y in zip(a, b, strict=True)
+        ]
+    )
+    got = phi_diff(jnp.asarray(a), jnp.asarray(b))
+    assert max_rel_err(got, ref) < 5e-7
+    # and the derivative is expm1(a - b)
+    g = jax.vmap(jax.grad(phi_diff, argnums=(0, 1)))(jnp.asarray(a[:50]), jnp.asarray(b[:50]))
+    expected = np.expm1(a[:50].astype(np.float64) - b[:50].astype(np.float64))
+    np.testing.assert_allclose(g[0], expected, rtol=1e-5)
+    np.testing.assert_allclose(g[1], -expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("power", [1, 2])
+def test_phi_log_ratio_matches_mpmath(power):
+    rng = np.random.default_rng(2)
+    a = np.exp(rng.uniform(-15, 15, 2000)).astype(np.float32)
+    rel = rng.choice([1e-6, 1e-4, 1e-2, 0.3, 0.6, 2.0, 1e3], a.size)
+    b = (a * (1 + rel * rng.choice([-1, 1], a.size))).astype(np.float32)
+    b = np.where(b > 0, b, a / 5).astype(np.float32)
+    got = phi_log_ratio(jnp.asarray(a), jnp.asarray(b), power)
+    ref = []
+    for x, y in zip(a, b, strict=True):
+        t = (mpmath.mpf(float(x)) / mpmath.mpf(float(y))) ** power
+        ref.append(float(t - 1 - mpmath.log(t)))
+    ref = np.array(ref)
+    nonzero = ref != 0
+    assert np.all(np.asarray(got)[~nonzero] == 0)
+    assert max_rel_err(np.asarray(got)[nonzero], ref[nonzero]) < 6e-7
+
+
+def test_phi_log_ratio_tiny_ratio_is_finite():
+    # a / b underflows float32; the true value is -1 - log(a / b) ~ 102.6
+    got = phi_log_ratio(jnp.float32(1e-30), jnp.float32(1e15))
+    assert float(got) == pytest.approx(-1 + 45 * np.log(10), rel=1e-6)
+
+
+def test_sum_last_matches_float64_sum():
+    x = np.random.default_rng(3).uniform(0, 1, (7, 5, 300)).astype(np.float32)
+    got = jax.jit(sum_last)(jnp.asarray(x))
+    assert got.shape == (7, 5)
+    assert max_rel_err(got, x.astype(np.float64).sum(-1)) < 1e-6
+    grad = jax.grad(lambda v: sum_last(v).sum())(jnp.asarray(x))
+    np.testing.assert_array_equal(grad, np.ones_like(x))
+
+
+@pytest.mark.parametrize(
+    ("dtypes", "expected"),
+    [
+        ((jnp.bfloat16,), jnp.float32),
+        ((jnp.float16, jnp.bfloat16), jnp.float32),
+        ((jnp.float32, jnp.bfloat16), jnp.float32),
+        ((jnp.float32,), jnp.float32),
+    ],
+)
+def test_compute_dtype_promotes_to_float32(dtypes, expected):
+    args = [jnp.zeros(2, dt) for dt in dtypes]
+    assert compute_dtype("f", [f"a{i}" for i in range(len(args))], args) == expected
+
+
+def test_compute_dtype_keeps_float64_with_x64(x64):
+    args = [jnp.zeros(2, jnp.float64), jnp.zeros(2, jnp.float32)]
+    assert compute_dtype("f", ["a", "b"], args) == jnp.float64
+
+
+def test_python_floats_are_accepted():
+    (a,) = as_float_arrays("f", ["a"], [0.5])
+    assert a.dtype == jnp.float32
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype_name"),
+    [
+        (np.zeros(3, np.int32), "int32"),
+        (np.zeros(3, bool), "bool"),
+        (np.zeros(3, np.complex64), "complex64"),
+        (3, "int"),
+    ],
+)
+def test_non_float_inputs_raise_type_error_naming_the_argument(value, dtype_name):
+    with pytest.raises(TypeError, match=rf"myfn: argument 'log_var_q' has dtype {dtype_name}"):
+        as_float_arrays("myfn", ["mean_p", "log_var_q"], [np.zeros(3, np.float32), value])
+
+
+def test_non_array_input_raises_type_error():
+    with pytest.raises(TypeError, match="argument 'x' must be a floating-point array, got str"):
+        as_float_arrays("myfn", ["x"], ["hello"])
