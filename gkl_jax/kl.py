@@ -49,7 +49,8 @@ def diag_kl_terms(
     mean_p, spread_p, mean_q, spread_q = align_ranks(mean_p, spread_p, mean_q, spread_q)
     diff = mean_p - mean_q
     if param == "log_var":
-        return 0.5 * (diff * diff * jnp.exp(-spread_q) + phi_diff(spread_p, spread_q))
+        z = diff * jnp.exp(-0.5 * spread_q)  # squared after scaling: 0 * e^(huge) cannot occur
+        return 0.5 * (z * z + phi_diff(spread_p, spread_q))
     if param == "var":
         return 0.5 * (diff * diff / spread_q + phi_log_ratio(spread_p, spread_q))
     z = diff / spread_q
