@@ -140,5 +140,13 @@ def checked(fn: Callable[..., Any], *, errors=checkify.user_checks) -> Callable[
 
     Returns:
       the checked function, returning ``(error, out)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import gkl_jax
+      >>> checked_kl = jax.jit(gkl_jax.checked(gkl_jax.kl_diag_standard))
+      >>> err, value = checked_kl(jnp.array([0.0, jnp.nan]), jnp.zeros(2))
+      >>> print(err.get())  # doctest: +ELLIPSIS
+      kl_diag_standard: argument 'mean' must be finite: 1 of 2 entries are NaN or inf ...
     """
     return checkify.checkify(fn, errors=errors)

@@ -155,6 +155,9 @@ def kl_diag_standard(
     Raises:
       TypeError, ValueError: as :func:`kl_diag`.
 
+    References:
+      Kingma & Welling, "Auto-Encoding Variational Bayes" (2014), Appendix B.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from gkl_jax import kl_diag_standard
@@ -184,6 +187,17 @@ def register_kl(type_p: type, type_q: type):
 
     Lookup follows the method resolution order of both types, so a subclass inherits its
     parent's closed forms unless it registers its own.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from gkl_jax import DiagGaussian, kl, register_kl
+      >>> class Isotropic(DiagGaussian):
+      ...     pass
+      >>> @register_kl(Isotropic, Isotropic)
+      ... def _kl_iso(p, q):
+      ...     return kl(DiagGaussian(p.mean, p.spread), DiagGaussian(q.mean, q.spread))
+      >>> float(kl(Isotropic(jnp.zeros(2), jnp.zeros(2)), Isotropic(jnp.ones(2), jnp.zeros(2))))
+      1.0
     """
 
     def decorator(fn):
