@@ -208,6 +208,29 @@ class DiagGaussian:
         """Differential entropy ``0.5 * sum(1 + log(2 pi) + log_var)``, shape ``batch_shape``."""
         return 0.5 * (self._sum_log_var() + self.event_size * (1.0 + LOG_2PI))
 
+    def to_full(self):
+        """This distribution as a :class:`~gkl_jax.FullGaussian`, ``scale_tril = diag(std)``."""
+        from gkl_jax.full import FullGaussian  # local import: no cycle
+
+        std = jnp.broadcast_to(self.std, (*self.batch_shape, self.event_size))
+        mean = jnp.broadcast_to(self.mean, std.shape)
+        tril = std[..., None] * jnp.eye(self.event_size, dtype=std.dtype)
+        return FullGaussian._unchecked(mean, tril)
+
+    def to_low_rank(self, rank: int = 0):
+        """This distribution as a :class:`~gkl_jax.LowRankGaussian` with a zero ``(d, rank)`` W.
+
+        Example:
+          >>> import jax.numpy as jnp
+          >>> from gkl_jax import DiagGaussian
+          >>> DiagGaussian(jnp.zeros(3), jnp.zeros(3)).to_low_rank().rank
+          0
+        """
+        from gkl_jax.low_rank import LowRankGaussian  # local import: no cycle
+
+        factor = jnp.zeros((*self.batch_shape, self.event_size, rank), self.dtype)
+        return LowRankGaussian._unchecked(self.mean, factor, self.log_var)
+
     def _sum_log_var(self) -> jax.Array:
         """``sum(log_var)`` over the latent axis, broadcast to ``batch_shape``."""
         return jnp.broadcast_to(jnp.sum(self.log_var, axis=-1), self.batch_shape)
