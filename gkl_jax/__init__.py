@@ -10,16 +10,12 @@ from gkl_jax.gaussians import DiagGaussian
 from gkl_jax.kl import kl, kl_diag, kl_diag_standard, register_kl
 from gkl_jax.kl_structured import kl_full
 from gkl_jax.low_rank import LowRankGaussian
-from gkl_jax.mixtures import GaussianMixture, kl_mixture_upper_bound, kl_mixture_variational
-from gkl_jax.monte_carlo import Estimate, kl_mc
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DiagGaussian",
-    "Estimate",
     "FullGaussian",
-    "GaussianMixture",
     "LowRankGaussian",
     "__version__",
     "checked",
@@ -27,9 +23,6 @@ __all__ = [
     "kl_diag",
     "kl_diag_standard",
     "kl_full",
-    "kl_mc",
-    "kl_mixture_upper_bound",
-    "kl_mixture_variational",
     "phi",
     "register_kl",
 ]
