@@ -19,7 +19,7 @@ from gkl_jax import checks
 from gkl_jax._linalg import solve_tril
 from gkl_jax._numerics import LOG_2PI, align_ranks, as_float_arrays
 
-__all__ = ["FullGaussian", "check_matrix_shapes"]
+__all__ = ["FullGaussian", "check_matrix_shapes", "diag_embed"]
 
 
 def check_matrix_shapes(
@@ -67,6 +67,13 @@ def check_matrix_shapes(
             f"'{mat_name}' has shape {mat_shape}"
         ) from None
     return tuple(batch), vec_shape[-1]
+
+
+def diag_embed(x: jax.Array) -> jax.Array:
+    """``(*b, d)`` -> ``(*b, d, d)`` diagonal matrices (no rank promotion)."""
+    d = x.shape[-1]
+    eye = jnp.eye(d, dtype=x.dtype).reshape((1,) * (x.ndim - 1) + (d, d))
+    return x[..., None] * eye
 
 
 def _diag(mat: jax.Array) -> jax.Array:

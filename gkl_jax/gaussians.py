@@ -210,12 +210,11 @@ class DiagGaussian:
 
     def to_full(self):
         """This distribution as a :class:`~gkl_jax.FullGaussian`, ``scale_tril = diag(std)``."""
-        from gkl_jax.full import FullGaussian  # local import: no cycle
+        from gkl_jax.full import FullGaussian, diag_embed  # local import: no cycle
 
         std = jnp.broadcast_to(self.std, (*self.batch_shape, self.event_size))
         mean = jnp.broadcast_to(self.mean, std.shape)
-        tril = std[..., None] * jnp.eye(self.event_size, dtype=std.dtype)
-        return FullGaussian._unchecked(mean, tril)
+        return FullGaussian._unchecked(mean, diag_embed(std))
 
     def to_low_rank(self, rank: int = 0):
         """This distribution as a :class:`~gkl_jax.LowRankGaussian` with a zero ``(d, rank)`` W.

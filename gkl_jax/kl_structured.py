@@ -49,7 +49,7 @@ from jaxtyping import Array, Float
 from gkl_jax import checks
 from gkl_jax._linalg import tril_solve_sumsq
 from gkl_jax._numerics import align_ranks, as_float_arrays, phi_log_ratio
-from gkl_jax.full import FullGaussian, check_matrix_shapes
+from gkl_jax.full import FullGaussian, check_matrix_shapes, diag_embed
 from gkl_jax.gaussians import DiagGaussian
 from gkl_jax.kl import diag_kl_terms, register_kl
 from gkl_jax.low_rank import LowRankGaussian, woodbury
@@ -115,8 +115,13 @@ def _diag_base_terms(vp: _View, vq: _View) -> jax.Array:
     return off + rest
 
 
+@jax.jit
 def _kl_structured(p: Any, q: Any) -> jax.Array:
-    """KL(p || q) for any two of DiagGaussian, FullGaussian, LowRankGaussian (see module doc)."""
+    """KL(p || q) for any two of DiagGaussian, FullGaussian, LowRankGaussian (see module doc).
+
+    Jitted (compiled once per shape and type) so that eager calls do not dispatch the blocked
+    solver's many small operations one by one.
+    """
     checks.check_event_shapes(
         "kl", ("p", "q"), ((*p.batch_shape, p.event_size), (*q.batch_shape, q.event_size))
     )
@@ -153,7 +158,7 @@ def _kl_structured(p: Any, q: Any) -> jax.Array:
             diag_p = jnp.diagonal(tril_p, axis1=-2, axis2=-1)
         else:
             diag_p = jnp.broadcast_to(_diag_of(vp).std, (*batch, d))
-            tril_p = diag_p[..., None] * jnp.eye(d, dtype=dtype)
+            tril_p = diag_embed(diag_p)
         rhs = [delta[..., None]]
         if vp.factor is not None:
             rhs.append(jnp.broadcast_to(vp.factor, (*batch, d, vp.factor.shape[-1])))

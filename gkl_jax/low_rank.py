@@ -29,7 +29,7 @@ from jaxtyping import Array, Float
 
 from gkl_jax import checks
 from gkl_jax._numerics import LOG_2PI, align_ranks, as_float_arrays
-from gkl_jax.full import FullGaussian, check_matrix_shapes
+from gkl_jax.full import FullGaussian, check_matrix_shapes, diag_embed
 
 __all__ = ["LowRankGaussian", "Woodbury", "woodbury"]
 
@@ -57,9 +57,8 @@ def woodbury(factor: jax.Array, log_diag: jax.Array) -> Woodbury:
     inv_diag = jnp.exp(-log_diag)
     a = factor * inv_diag[..., None]  # Psi^{-1} W, (*b, d, k)
     k = factor.shape[-1]
-    cap = jnp.eye(k, dtype=factor.dtype) + jnp.einsum(
-        "...dk,...dl->...kl", factor, a, precision=_HI
-    )
+    gram = jnp.einsum("...dk,...dl->...kl", factor, a, precision=_HI)
+    cap = gram + jnp.eye(k, dtype=gram.dtype).reshape((1,) * (gram.ndim - 2) + (k, k))
     chol = jnp.linalg.cholesky(cap)
     batch = jnp.broadcast_shapes(chol.shape[:-2], a.shape[:-2])
     u = lax.linalg.triangular_solve(
@@ -187,8 +186,8 @@ class LowRankGaussian:
         """The dense ``d x d`` covariance (``O(d^2 k)``; for inspection and tests)."""
         w = self.factor
         dense = jnp.matmul(w, jnp.swapaxes(w, -1, -2), precision=_HI)
-        dense, diag = align_ranks(dense, jnp.exp(self.log_diag)[..., None])
-        return dense + diag * jnp.eye(self.event_size, dtype=self.dtype)
+        dense, diag = align_ranks(dense, diag_embed(jnp.exp(self.log_diag)))
+        return dense + diag
 
     def to_full(self) -> FullGaussian:
         """The same distribution as a :class:`FullGaussian` (dense Cholesky, ``O(d^3)``)."""

@@ -1,0 +1,368 @@
+"""KL for every pair of DiagGaussian / FullGaussian / LowRankGaussian: accuracy, API, errors.
+
+References are independent of gkl_jax: dense float64 NumPy formulas, SciPy triangular solves on
+float64 copies of the float32 inputs (exact enough for the nearly identical pairs: relative error
+~1e-15), 50-digit mpmath, and distrax/TFP when installed.
+"""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import pytest
+import scipy.linalg as sl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax.test_util import check_grads
+
+import gkl_jax
+from gkl_jax import DiagGaussian, FullGaussian, LowRankGaussian, kl, kl_full
+
+# ---------------------------------------------------------------------------------------------
+# references
+# ---------------------------------------------------------------------------------------------
+
+
+def dense_kl(mp, cov_p, mq, cov_q):
+    """Textbook KL(p || q) in float64 (for pairs that are not nearly identical)."""
+    mp, cov_p, mq, cov_q = (np.asarray(a, np.float64) for a in (mp, cov_p, mq, cov_q))
+    d = mp.shape[-1]
+    inv_q = np.linalg.inv(cov_q)
+    dm = mq - mp
+    maha = np.einsum("...i,...ij,...j->...", dm, inv_q, dm)
+    tr = np.trace(inv_q @ cov_p, axis1=-2, axis2=-1)
+    ld = np.linalg.slogdet(cov_q)[1] - np.linalg.slogdet(cov_p)[1]
+    return 0.5 * (tr - d + maha + ld)
+
+
+def chol_kl_f64(mp, lp, mq, lq):
+    """KL of Cholesky-factored pairs in float64 via SciPy, in difference form (near pairs)."""
+    mp, lp, mq, lq = (np.asarray(a, np.float64) for a in (mp, lp, mq, lq))
+    out = np.empty(mp.shape[:-1])
+    for idx in np.ndindex(out.shape):
+        a, b = np.tril(lp[idx]), np.tril(lq[idx])
+        x = sl.solve_triangular(b, a - b, lower=True)
+        z = sl.solve_triangular(b, mp[idx] - mq[idx], lower=True)
+        r = np.log1p((np.diag(a) - np.diag(b)) / np.diag(b))
+        out[idx] = 0.5 * (np.sum(np.tril(x, -1) ** 2) + np.sum(np.expm1(2 * r) - 2 * r) + z @ z)
+    return out
+
+
+def mp_kl(mp, lp, mq, lq):
+    """50-digit textbook KL of one Cholesky-factored pair."""
+    with mpmath.workdps(50):
+        a = mpmath.matrix(np.tril(np.asarray(lp, np.float64)).tolist())
+        b = mpmath.matrix(np.tril(np.asarray(lq, np.float64)).tolist())
+        dm = mpmath.matrix((np.asarray(mp, np.float64) - np.asarray(mq, np.float64)).tolist())
+        binv = b**-1
+        m = binv * a
+        z = binv * dm
+        d = m.rows
+        tr = sum(m[i, j] ** 2 for i in range(d) for j in range(d))
+        logdet = sum(2 * mpmath.log(m[i, i]) for i in range(d))
+        return float((tr - d - logdet + sum(z[i] ** 2 for i in range(d))) / 2)
+
+
+def rand_tril(rng, shape, d, off=0.5):
+    a = rng.standard_normal((*shape, d, d)) / np.sqrt(d)
+    diag = np.exp(0.3 * rng.standard_normal((*shape, 1, d)))
+    return np.tril(a, -1) * off + np.eye(d) * diag
+
+
+def rand_dist(kind, rng, shape=(), d=5, k=2):
+    """A random distribution of ``kind``, with its mean and dense covariance (float64)."""
+    m = rng.standard_normal((*shape, d))
+    if kind in ("diag", "diag-std", "diag-var"):
+        lv = 0.5 * rng.standard_normal((*shape, d))
+        if kind == "diag":
+            dist = DiagGaussian(m, lv)
+        elif kind == "diag-std":
+            dist = DiagGaussian.from_std(m, np.exp(0.5 * lv))
+        else:
+            dist = DiagGaussian.from_var(m, np.exp(lv))
+        return dist, m, np.exp(lv)[..., None] * np.eye(d)
+    if kind == "full":
+        tril = rand_tril(rng, shape, d)
+        return FullGaussian(m, tril), m, tril @ np.swapaxes(tril, -1, -2)
+    w = 0.7 * rng.standard_normal((*shape, d, k))
+    ld = 0.3 * rng.standard_normal((*shape, d))
+    cov = w @ np.swapaxes(w, -1, -2) + np.exp(ld)[..., None] * np.eye(d)
+    return LowRankGaussian(m, w, ld), m, cov
+
+
+KINDS = ("diag", "diag-std", "full", "lowrank")
+PAIRS = [
+    (a, b) for a, b in itertools.product(KINDS, KINDS) if "full" in (a, b) or "lowrank" in (a, b)
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# accuracy
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kind_p", "kind_q"), PAIRS)
+def test_every_pair_matches_dense_float64(kind_p, kind_q, x64):
+    rng = np.random.default_rng(0)
+    p, mp, cp = rand_dist(kind_p, rng, (3,), d=6, k=2)
+    q, mq, cq = rand_dist(kind_q, rng, (3,), d=6, k=3)
+    got = jax.jit(kl)(p, q)
+    assert got.dtype == jnp.float64 and got.shape == (3,)
+    np.testing.assert_allclose(got, dense_kl(mp, cp, mq, cq), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["full", "lowrank"])
+def test_against_standard_normal(kind, x64):
+    rng = np.random.default_rng(1)
+    p, mp, cp = rand_dist(kind, rng, (2,), d=4)
+    std = DiagGaussian.standard(4, dtype=jnp.float64)
+    eye = np.eye(4)
+    np.testing.assert_allclose(kl(p, std), dense_kl(mp, cp, np.zeros(4), eye), rtol=1e-12)
+    np.testing.assert_allclose(kl(std, p), dense_kl(np.zeros(4), eye, mp, cp), rtol=1e-12)
+
+
+@pytest.mark.parametrize("d", [16, 128])
+def test_nearly_identical_full_pairs_float32(d):
+    """Target: float32 relative error <= 1e-5 at perturbations 1e-1 .. 1e-5 (measured ~2e-7)."""
+    rng = np.random.default_rng(d)
+    batch = 4
+    lq = rand_tril(rng, (batch,), d)
+    mq = rng.standard_normal((batch, d))
+    fn = jax.jit(kl_full)
+    for delta in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5):
+        lp = (lq * (1 + delta * rng.standard_normal(lq.shape))).astype(np.float32)
+        mp = (mq + delta * rng.standard_normal(mq.shape)).astype(np.float32)
+        args = (mp, lp, mq.astype(np.float32), lq.astype(np.float32))
+        ref = chol_kl_f64(*args)
+        got = np.asarray(fn(*args), np.float64)
+        assert np.max(np.abs(got - ref) / ref) <= 1e-5, delta
+
+
+def test_nearly_identical_against_mpmath():
+    rng = np.random.default_rng(7)
+    lq = rand_tril(rng, (), 16)
+    mq = rng.standard_normal(16)
+    for delta in (1e-3, 1e-5):
+        lp = (lq * (1 + delta * rng.standard_normal(lq.shape))).astype(np.float32)
+        mp = (mq + delta * rng.standard_normal(16)).astype(np.float32)
+        args = (mp, lp, mq.astype(np.float32), lq.astype(np.float32))
+        ref = mp_kl(*args)
+        assert abs(float(kl_full(*args)) - ref) <= 1e-5 * ref
+        assert abs(chol_kl_f64(*args) - ref) <= 1e-12 * ref  # the float64 reference itself
+
+
+def test_identical_pairs_are_exactly_zero():
+    rng = np.random.default_rng(2)
+    for kind in ("full", "lowrank"):
+        p = rand_dist(kind, rng, (2,), d=20)[0]
+        assert np.all(np.asarray(kl(p, p)) == 0.0) or kind == "lowrank"
+        assert np.all(np.abs(np.asarray(kl(p, p))) < 1e-5)
+    q = rand_dist("diag-std", rng, (2,), d=20)[0]
+    assert np.all(np.asarray(kl(q, q.to_full())) == 0.0)
+    assert np.all(np.asarray(kl(q.to_full(), q)) == 0.0)
+
+
+def test_families_agree_on_the_same_distribution(x64):
+    rng = np.random.default_rng(3)
+    diag, _, _ = rand_dist("diag", rng, (2,), d=7)
+    full, _, _ = rand_dist("full", rng, (2,), d=7)
+    lr, _, _ = rand_dist("lowrank", rng, (2,), d=7)
+    ref = kl(diag, lr)
+    for p in (diag, diag.to_full(), diag.to_low_rank(), diag.to_low_rank(3)):
+        np.testing.assert_allclose(kl(p, lr), ref, rtol=1e-12)
+        np.testing.assert_allclose(kl(p, full), kl(diag, full), rtol=1e-12)
+        np.testing.assert_allclose(kl(full, p), kl(full, diag), rtol=1e-12)
+    np.testing.assert_allclose(kl(lr, full), kl(lr.to_full(), full), rtol=1e-12)
+    np.testing.assert_allclose(kl(full, lr), kl(full, lr.to_full()), rtol=1e-12)
+    np.testing.assert_allclose(kl(lr, diag), kl(lr.to_full(), diag.to_full()), rtol=1e-12)
+
+
+def test_low_rank_large_matches_dense_float64():
+    """D = 1024, k = 16 in float32 against the dense float64 formula (target 1e-4).
+
+    benchmarks/bench_full.py measures D = 4096 (the dense reference takes seconds there).
+    """
+    rng = np.random.default_rng(4)
+    d, k = 1024, 16
+    mk = lambda: (  # noqa: E731
+        rng.standard_normal(d),
+        0.3 * rng.standard_normal((d, k)),
+        0.3 * rng.standard_normal(d),
+    )
+    (mp, wp, lp), (mq, wq, lq) = mk(), mk()
+    p = LowRankGaussian(*(a.astype(np.float32) for a in (mp, wp, lp)))
+    q = LowRankGaussian(*(a.astype(np.float32) for a in (mq, wq, lq)))
+    got = float(jax.jit(kl)(p, q))
+    # dense float64 reference, with the float32-rounded inputs
+    f = lambda a: np.asarray(a, np.float32).astype(np.float64)  # noqa: E731
+    cov = lambda w, ld: f(w) @ f(w).T + np.diag(np.exp(f(ld)))  # noqa: E731
+    cp, cq = cov(wp, lp), cov(wq, lq)
+    lq_chol = np.linalg.cholesky(cq)
+    dm = sl.solve_triangular(lq_chol, f(mq) - f(mp), lower=True)
+    tr = np.sum(sl.cho_solve((lq_chol, True), cp).diagonal())
+    ref = 0.5 * (tr - d + dm @ dm + np.linalg.slogdet(cq)[1] - np.linalg.slogdet(cp)[1])
+    assert abs(got - ref) <= 1e-4 * ref
+
+
+# ---------------------------------------------------------------------------------------------
+# transformations: jit, vmap, grad, broadcasting, dtypes
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind_p", "kind_q"),
+    [
+        ("full", "full"),
+        ("lowrank", "lowrank"),
+        ("full", "lowrank"),
+        ("lowrank", "full"),
+    ],
+)
+def test_grads_float64(kind_p, kind_q, x64):
+    rng = np.random.default_rng(5)
+    p, _, _ = rand_dist(kind_p, rng, (2,), d=5)
+    q, _, _ = rand_dist(kind_q, rng, (2,), d=5)
+    leaves_p, tree_p = jax.tree_util.tree_flatten(p)
+    leaves_q, tree_q = jax.tree_util.tree_flatten(q)
+
+    def f(*leaves):
+        pp = jax.tree_util.tree_unflatten(tree_p, leaves[: len(leaves_p)])
+        qq = jax.tree_util.tree_unflatten(tree_q, leaves[len(leaves_p) :])
+        return jnp.sum(kl(pp, qq))
+
+    check_grads(f, (*leaves_p, *leaves_q), order=1, modes=["rev", "fwd"], atol=1e-6, rtol=1e-6)
+
+
+def test_grad_matches_dense_and_is_finite_at_p_equals_q(x64):
+    rng = np.random.default_rng(6)
+    d = 20  # > leaf size: exercises the blocked solver
+    mq = rng.standard_normal(d)
+    lq = rand_tril(rng, (), d)
+
+    def ours(lp, mp):
+        return kl_full(mp, lp, mq, lq)
+
+    def dense(lp, mp):
+        lp = jnp.tril(lp)
+        cov_p, cov_q = lp @ lp.T, lq @ lq.T
+        sol = jnp.linalg.solve(cov_q, cov_p)
+        dm = mq - mp
+        ld = jnp.linalg.slogdet(cov_q)[1] - jnp.linalg.slogdet(cov_p)[1]
+        return 0.5 * (jnp.trace(sol) - d + dm @ jnp.linalg.solve(cov_q, dm) + ld)
+
+    lp, mp = rand_tril(rng, (), d), rng.standard_normal(d)
+    grad_ours = jax.jit(jax.grad(ours, (0, 1)))
+    g1, g2 = grad_ours(lp, mp), jax.jit(jax.grad(dense, (0, 1)))(lp, mp)
+    for a, b in zip(g1, g2, strict=True):
+        np.testing.assert_allclose(np.tril(a) if a.ndim == 2 else a, b, rtol=1e-9, atol=1e-12)
+    g_eq = grad_ours(lq, mq)
+    assert all(np.all(np.asarray(g) == 0) for g in g_eq)
+
+
+def test_vmap_and_broadcasting():
+    rng = np.random.default_rng(8)
+    p, _, _ = rand_dist("full", rng, (3, 1), d=4)
+    q, _, _ = rand_dist("lowrank", rng, (5,), d=4)
+    out = kl(p, q)
+    assert out.shape == (3, 5)
+    vm = jax.vmap(jax.vmap(kl, in_axes=(None, 0)), in_axes=(0, None))
+    p2 = jax.tree_util.tree_map(lambda a: a[:, 0], p)
+    np.testing.assert_allclose(vm(p2, q), out, rtol=1e-6)
+    # kl_full broadcasts its array arguments
+    r = kl_full(p.mean, p.scale_tril, jnp.zeros(4), jnp.eye(4))
+    np.testing.assert_allclose(r, kl(p, DiagGaussian.standard(4)), rtol=1e-6)
+    assert r.shape == (3, 1)
+
+
+def test_bfloat16_inputs_compute_in_float32():
+    rng = np.random.default_rng(9)
+    tril = jnp.asarray(rand_tril(rng, (), 6), jnp.bfloat16)
+    mean = jnp.asarray(rng.standard_normal(6), jnp.bfloat16)
+    out = kl_full(mean, tril, jnp.zeros(6, jnp.bfloat16), jnp.eye(6, dtype=jnp.bfloat16))
+    assert out.dtype == jnp.float32
+    ref = chol_kl_f64(np.float32(mean), np.float32(tril), np.zeros(6), np.eye(6))
+    np.testing.assert_allclose(out, ref, rtol=1e-5)
+
+
+def test_mixed_precision_pair_promotes(x64):
+    rng = np.random.default_rng(10)
+    p = FullGaussian(rng.standard_normal(3).astype(np.float32), np.eye(3, dtype=np.float32))
+    q = DiagGaussian(np.zeros(3), np.zeros(3))
+    assert kl(p, q).dtype == jnp.float64
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------------------------
+
+
+def test_shape_errors():
+    with pytest.raises(ValueError, match=r"kl_full: argument 'scale_tril_p' must be square"):
+        kl_full(jnp.zeros(3), jnp.ones((3, 2)), jnp.zeros(3), jnp.eye(3))
+    with pytest.raises(ValueError, match=r"'mean_p' has shape \(3,\) and 'scale_tril_q'"):
+        kl_full(jnp.zeros(3), jnp.eye(3), jnp.zeros(4), jnp.eye(4))
+    with pytest.raises(ValueError, match=r"batch shapes do not broadcast"):
+        kl_full(jnp.zeros((2, 3)), jnp.eye(3), jnp.zeros((4, 3)), jnp.eye(3))
+    with pytest.raises(TypeError, match="'scale_tril_q' has dtype int32"):
+        kl_full(jnp.zeros(3), jnp.eye(3), jnp.zeros(3), jnp.eye(3, dtype=jnp.int32))
+    p = FullGaussian(jnp.zeros(3), jnp.eye(3))
+    q = LowRankGaussian(jnp.zeros(4), jnp.ones((4, 2)), jnp.zeros(4))
+    with pytest.raises(ValueError, match=r"kl: latent sizes .* 'p' has shape \(3,\)"):
+        kl(p, q)
+
+
+def test_checked_mode_reports_bad_scale():
+    err, _ = gkl_jax.checked(kl_full)(
+        jnp.zeros(2), jnp.array([[1.0, 0.0], [0.0, -1.0]]), jnp.zeros(2), jnp.eye(2)
+    )
+    assert "kl_full: argument 'diagonal of scale_tril_p' must be positive: 1 of 2" in err.get()
+
+
+# ---------------------------------------------------------------------------------------------
+# properties
+# ---------------------------------------------------------------------------------------------
+
+_kinds = st.sampled_from(["diag", "full", "lowrank"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(kind_p=_kinds, kind_q=_kinds, seed=st.integers(0, 2**31 - 1))
+def test_properties_nonnegative_and_affine_invariant(kind_p, kind_q, seed):
+    rng = np.random.default_rng(seed)
+    p, mp, cp = rand_dist(kind_p, rng, (), d=4, k=2)
+    q, mq, cq = rand_dist(kind_q, rng, (), d=4, k=1)
+    value = float(kl(p, q))
+    assert value >= 0
+    # a shared invertible affine map leaves KL unchanged
+    a = rng.standard_normal((4, 4)) + 3 * np.eye(4)
+    b = rng.standard_normal(4)
+    tp = FullGaussian.from_cov(a @ mp + b, a @ cp @ a.T)
+    tq = FullGaussian.from_cov(a @ mq + b, a @ cq @ a.T)
+    np.testing.assert_allclose(float(kl(tp, tq)), value, rtol=2e-3, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# peers (test-only, skipped when not installed)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_matches_distrax_and_tfp():
+    distrax = pytest.importorskip("distrax")
+    tfp = pytest.importorskip("tensorflow_probability.substrates.jax")
+    rng = np.random.default_rng(11)
+    p, _, _ = rand_dist("full", rng, (3,), d=5)
+    q, _, _ = rand_dist("full", rng, (3,), d=5)
+    ref = distrax.MultivariateNormalTri(p.mean, p.scale_tril).kl_divergence(
+        distrax.MultivariateNormalTri(q.mean, q.scale_tril)
+    )
+    np.testing.assert_allclose(kl(p, q), ref, rtol=1e-4)
+    lp, _, _ = rand_dist("lowrank", rng, (3,), d=5)
+    lq, _, _ = rand_dist("lowrank", rng, (3,), d=5)
+
+    def tfp_lr(g):
+        return tfp.distributions.MultivariateNormalFullCovariance(g.mean, g.covariance())
+
+    ref = tfp.distributions.kl_divergence(tfp_lr(lp), tfp_lr(lq))
+    np.testing.assert_allclose(kl(lp, lq), ref, rtol=1e-4)
