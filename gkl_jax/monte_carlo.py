@@ -1,0 +1,394 @@
+r"""Monte Carlo estimates of ``KL(p || q)`` with honest standard errors.
+
+For pairs without a closed form (a mixture on either side, or ``q`` known only through its
+log-density) :func:`kl_mc` draws ``x ~ p`` and averages a per-sample estimator of
+``KL(p || q) = E_p[-log r(x)]``, ``r = q(x) / p(x)``:
+
+* ``"k1"``: ``-log r``, unbiased;
+* ``"k2"``: ``(log r)^2 / 2``, biased (it estimates a different divergence, tight only as
+  ``p -> q``), low variance;
+* ``"k3"``: ``phi(log r) = r - 1 - log r``, unbiased (``E_p[r] = 1``) and never negative:
+  computed with :func:`gkl_jax.phi`, so unlike hand-written ``(r - 1) - log r`` it stays
+  ``>= 0`` and keeps its digits in float32 when ``p ~ q``.
+
+Variance reduction, for ``p`` a :class:`~gkl_jax.DiagGaussian` or a
+:class:`~gkl_jax.GaussianMixture` (whose samples are ``loc + scale * eps`` with standard-normal
+noise ``eps``):
+
+* **antithetic pairs**: each ``eps`` is used with ``-eps`` (same mixture component); the pair
+  average is one independent unit. It removes every part of the estimator that is odd in ``eps``
+  (for Gaussian ``q``: the whole mean-difference term of ``k1``).
+* **control variates**: features of the noise whose expectation under ``p`` is known exactly, the
+  per-dimension ``eps_i`` and ``eps_i^2 - 1``, are subtracted from the per-unit values with least-
+  squares coefficients fitted on the *other* units (leave-one-out cross-fitting, so the estimate
+  stays unbiased; Glasserman 2004, Sec. 4.1 for the regression estimator). When the units are few
+  the dimensions are pooled into groups so that there are at most ``units / 2`` features. For
+  Gaussian ``p`` and ``q`` the ``k1`` value is exactly a quadratic in ``eps`` without cross terms,
+  so the features absorb all of its sampling variance; for mixtures they remove the part they
+  explain (2x less spread than plain ``k1`` at 1024 samples in D = 16, about the same at 64).
+
+The default ``estimator="auto"`` is ``k1`` with antithetic pairs and control variates when ``p``
+exposes its noise (Gaussian or mixture ``p``), and plain ``k3`` otherwise. Measured in D = 16:
+for Gaussian pairs, nearly identical or not, it is exact up to rounding (relative spread
+< 1e-4 at 64 samples, where plain ``k1`` has 0.17 to 380); for a Gaussian or mixture ``p``
+against a mixture ``q`` it is unbiased and, from 256 samples on, 1.5-2.5x tighter than plain
+``k1`` and 2-20x tighter than ``k3`` (whose values are heavy-tailed when ``q`` is wider than
+``p``). In one dimension, for well-overlapping ``p`` and ``q``, plain ``k3`` can be 2x tighter:
+pass ``estimator="k3"`` there.
+
+**Standard error.** Computed from the per-unit values (a pair counts once): their sample standard
+deviation over ``sqrt(units)``; with control variates, that of the corrected values, inflated by
+``sqrt(1 + features / units)`` for the shared fits. Measured: calibrated to within 10% from 256
+samples on; at 64 samples and a non-Gaussian ``q`` it can be up to 20% short
+(``control_variates=False`` gives the plain, conservative error bar). A floating-point term,
+``eps_machine`` times the size of the summed log-density terms (times the estimator's slope), is
+added in quadrature: it bounds the rounding error that no amount of sampling averages away. For two
+DiagGaussians the log-ratio is evaluated without cancellation (see ``_diag_log_ratio``), so the
+estimate keeps its digits in float32 even for pairs that differ by 1e-4.
+
+**Gradients.** Samples are reparameterized, so gradients flow to ``p``'s parameters through
+``x`` and to ``q``'s through ``log q``. With ``stick_the_landing=True`` the score term
+``grad_theta log p_theta(x)`` (zero mean) is dropped from the gradient (Roeder et al., 2017);
+values are unchanged. When ``p`` is a mixture its component choice is not reparameterizable:
+gradients reach the component parameters through ``x`` and the logits through ``log p(x)``,
+and a score-function term ``(k - b) grad log pi_c`` with a leave-one-out baseline ``b`` is added
+(its value is exactly 0) so that the logits' gradient is unbiased.
+
+References:
+  J. Schulman, "Approximating KL divergence" (2020), http://joschu.net/blog/kl-approx.html
+  (k1, k2, k3); P. Glasserman, *Monte Carlo Methods in Financial Engineering* (2004), Ch. 4
+  (antithetic variates, control variates); G. Roeder, Y. Wu, D. Duvenaud, "Sticking the landing",
+  NeurIPS 2017.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from gkl_jax._numerics import align_ranks, log_ratio, phi
+from gkl_jax.gaussians import DiagGaussian
+from gkl_jax.kl import kl
+from gkl_jax.mixtures import GaussianMixture
+
+__all__ = ["Estimate", "kl_mc"]
+
+Estimator = Literal["auto", "k1", "k2", "k3"]
+_ESTIMATORS = ("auto", "k1", "k2", "k3")
+
+
+class Estimate(NamedTuple):
+    """A Monte Carlo or sample-based estimate and its standard error (a pytree).
+
+    Attributes:
+      value: the estimate, shape ``batch``.
+      stderr: its standard error, same shape. ``value +- 2 * stderr`` is a ~95% interval when
+        the estimator is unbiased.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from gkl_jax import Estimate
+      >>> value, stderr = Estimate(jnp.float32(1.5), jnp.float32(0.1))
+      >>> float(value)
+      1.5
+    """
+
+    value: Float[Array, "*b"]
+    stderr: Float[Array, "*b"]
+
+
+class _Draw(NamedTuple):
+    x: jax.Array  # (n, *batch_p, d) draws
+    x_anti: jax.Array | None  # their antithetic partners
+    eps: jax.Array | None  # (n, *batch_p, d) the standard-normal noise (None: unknown p)
+    component: jax.Array | None  # (n, *batch_p) mixture component indices
+    log_weight: jax.Array | None  # (n, *batch_p) log pi_c of the chosen components
+
+
+def _draw(p: Any, key: jax.Array, n: int, antithetic: bool) -> _Draw:
+    if isinstance(p, DiagGaussian):
+        eps = jax.random.normal(key, (n, *p.batch_shape, p.event_size), p.dtype)
+        mean, std, eps = align_ranks(p.mean, p.std, eps)
+        scaled = std * eps
+        return _Draw(mean + scaled, mean - scaled if antithetic else None, eps, None, None)
+    if isinstance(p, GaussianMixture):
+        loc, scale, eps, c = p._sample_parts(key, (n,))
+        scaled = scale * eps
+        log_w = jnp.broadcast_to(p.log_weights, (*p.batch_shape, p.num_components))
+        log_w, idx = align_ranks(log_w, c[..., None])
+        log_w_c = jnp.take_along_axis(log_w, idx, axis=-1)[..., 0]
+        return _Draw(loc + scaled, loc - scaled if antithetic else None, eps, c, log_w_c)
+    return _Draw(p.sample(key, (n,)), None, None, None, None)
+
+
+def _reparameterized(p: Any) -> bool:
+    return isinstance(p, DiagGaussian | GaussianMixture)
+
+
+def _log_density(fn: str, q: Any) -> Callable[[jax.Array], jax.Array]:
+    if hasattr(q, "log_prob"):
+        return q.log_prob
+    if callable(q):
+        return q
+    raise TypeError(
+        f"{fn}: 'q' must be a distribution with a log_prob method or a callable log-density, "
+        f"got {type(q).__name__}"
+    )
+
+
+def _diag_log_ratio(p: DiagGaussian, q: DiagGaussian, eps: jax.Array):
+    """``log q(x) - log p(x)`` at ``x = mean_p + std_p * eps``, without cancellation.
+
+    With ``u = (mean_p - mean_q) / std_q`` and ``l = log(std_p / std_q)`` (a log-ratio, exact
+    for nearly identical spreads), ``-log r = KL(p || q) + sum_i [u_i e^{l_i} eps_i
+    + expm1(2 l_i) (eps_i^2 - 1) / 2]``: the exact closed form plus zero-mean noise terms, each
+    computed to a few ulp. Subtracting two separately rounded log-densities instead loses
+    ``eps * |log p|`` absolute, which is all of a KL of 1e-7. Returns ``(log_r, magnitude)``,
+    the latter the size of the summed terms (for the rounding part of the standard error).
+    """
+    if p.param == q.param:
+        spread_p, spread_q = align_ranks(p.spread, q.spread)
+    else:
+        spread_p, spread_q = align_ranks(p.log_var, q.log_var)
+    if p.param != q.param or p.param == "log_var":
+        ell = 0.5 * (spread_p - spread_q)
+    else:
+        ell = log_ratio(spread_p, spread_q) * (0.5 if p.param == "var" else 1.0)
+    mean_p, mean_q, std_q, ell = align_ranks(p.mean, q.mean, q.std, ell)
+    slope = (mean_p - mean_q) / std_q * jnp.exp(ell)
+    curve = 0.5 * jnp.expm1(2.0 * ell)
+    slope, curve, eps = align_ranks(slope, curve, eps)
+    lin, quad = slope * eps, curve * (eps * eps - 1)
+    noise = jnp.sum(lin + quad, axis=-1)
+    exact, noise = align_ranks(kl(p, q), noise)
+    magnitude = exact + jnp.sum(jnp.abs(lin) + jnp.abs(quad), axis=-1)
+    return -(exact + noise), magnitude
+
+
+def _group_matrix(d: int, groups: int, dtype) -> jax.Array:
+    """``(d, groups)`` 0/1 matrix pooling contiguous dimensions into ``groups`` sums."""
+    member = (np.arange(d) * groups) // d
+    return jnp.asarray(member[:, None] == np.arange(groups)[None, :], dtype=dtype)
+
+
+def _features(draw: _Draw, units: int, antithetic: bool) -> jax.Array | None:
+    """Control-variate features with known mean 0 under p: ``(units, *batch_p, F)``.
+
+    ``eps_i^2 - 1`` per dimension, and ``eps_i`` too without antithetic pairs (pairs cancel odd
+    features exactly). At most ``units / 2`` features: beyond that, contiguous dimensions are
+    pooled into group sums (still mean 0). A mixture's component indicators ``onehot(c) - pi``
+    would be valid too, but measured no gain at 64 samples and a less reliable error bar.
+    """
+    budget = min(units // 2, units - 2)
+    d = draw.eps.shape[-1]
+    groups = min(d, budget // (1 if antithetic else 2))
+    if groups <= 0:
+        return None
+    eps = draw.eps
+    parts = [eps * eps - 1] if antithetic else [eps * eps - 1, eps]
+    if groups < d:
+        pool = _group_matrix(d, groups, eps.dtype)
+        parts = [f @ pool for f in parts]
+    return jax.lax.stop_gradient(jnp.concatenate(parts, axis=-1))
+
+
+def _plain(values: jax.Array) -> tuple[jax.Array, jax.Array]:
+    n = values.shape[0]
+    mean = jnp.mean(values, axis=0, keepdims=True)
+    var = jnp.sum(jnp.square(values - mean), axis=0) / (n - 1)
+    return mean[0], var / n
+
+
+def _regression(values: jax.Array, feats: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Cross-fitted control-variate estimate and its sampling variance.
+
+    ``values``: ``(n, *B)``; ``feats``: ``(n, *B, F)`` with known mean 0. Each unit is corrected
+    with coefficients fitted by least squares on the *other* units,
+    ``c_s = v_s - beta_(-s) . f_s``, so that ``E[c_s] = E[v_s]`` exactly (``beta_(-s)`` is
+    independent of ``f_s``): an in-sample fit would be biased by ``O(F / n)``, which at
+    ``F ~ n / 2`` we measured at +14% for a mixture ``q``. The ``n`` leave-one-out fits come from
+    one fit by the Sherman-Morrison identity ``b_(-s) = b - A^-1 x_s r_s / (1 - h_s)``. The
+    variance is ``var(c) / n`` times ``1 + F / n``, the first-order effect of the fits sharing
+    their data (without it the error bar is ~20% short at ``F = n / 2``). A ``1e-6 n`` ridge
+    keeps the fit defined when a feature is constant (a component never drawn).
+    Returns ``(estimate, variance)``.
+    """
+    n, f = feats.shape[0], feats.shape[-1]
+    v = jnp.moveaxis(values, 0, -1)  # (*B, n)
+    x = jnp.moveaxis(feats, 0, -2)  # (*B, n, F)
+    design = jnp.concatenate([jnp.ones_like(x[..., :1]), x], axis=-1)  # (*B, n, F + 1)
+    gram = jnp.einsum("...ni,...nj->...ij", design, design)
+    ridge = jnp.asarray(np.diag([0.0] + [1e-6 * n] * f), gram.dtype)
+    gram, ridge = align_ranks(gram, ridge)
+    proj = jnp.linalg.solve(gram + ridge, jnp.swapaxes(design, -1, -2))  # (*B, F + 1, n)
+    coef = jnp.einsum("...in,...n->...i", proj, v)
+    resid = v - jnp.einsum("...ni,...i->...n", design, coef)
+    leverage = jnp.einsum("...ni,...in->...n", design, proj)
+    shift = jnp.einsum("...ni,...in->...n", x, proj[..., 1:, :]) * resid / (1 - leverage)
+    corrected = v - jnp.einsum("...ni,...i->...n", x, coef[..., 1:]) + shift
+    mean = jnp.mean(corrected, axis=-1, keepdims=True)
+    var = jnp.sum(jnp.square(corrected - mean), axis=-1) / (n - 1)
+    return mean[..., 0], var / n * (1 + f / n)
+
+
+def kl_mc(
+    key: jax.Array,
+    p: Any,
+    q: Any,
+    *,
+    num_samples: int,
+    estimator: Estimator = "auto",
+    antithetic: bool | None = None,
+    control_variates: bool | None = None,
+    stick_the_landing: bool = False,
+) -> Estimate:
+    r"""Monte Carlo estimate of ``KL(p || q) = E_{x~p}[log p(x) - log q(x)]`` and its stderr.
+
+    With ``log r(x) = log q(x) - log p(x)`` on ``num_samples`` draws ``x ~ p``, the per-sample
+    estimators are ``k1 = -log r``, ``k2 = (log r)^2 / 2`` and ``k3 = phi(log r)`` with
+    ``phi(t) = e^t - 1 - t`` (see the module docstring for antithetic pairs, control variates,
+    the standard error and gradients).
+
+    Args:
+      key: a PRNG key.
+      p: the distribution samples are drawn from: a DiagGaussian, a GaussianMixture, or any
+        object with ``sample(key, sample_shape)``, ``log_prob(x)``, ``batch_shape`` and
+        ``event_size`` (then without antithetic pairs or control variates).
+      q: a distribution with ``log_prob(x)`` (DiagGaussian, GaussianMixture, ...) or a callable
+        log-density ``x (*s, d) -> (*s)`` (it must broadcast over leading axes).
+      num_samples: number of draws from ``p`` (and evaluations of ``log q``); even when
+        ``antithetic``. Static.
+      estimator: ``"auto"`` (default: ``k1`` with antithetic pairs and control variates when
+        ``p`` is a Gaussian or mixture, else ``k3``), ``"k1"``, ``"k2"`` or ``"k3"``.
+      antithetic: pair each draw with its reflection (``-eps``). Default: on when ``p`` is a
+        Gaussian or mixture.
+      control_variates: regress out the noise features (see above). Default: on for ``k1`` when
+        ``p`` is a Gaussian or mixture, off for ``k2``/``k3`` (``k3`` then keeps its guarantee
+        ``value >= 0``, which a regression estimate does not have).
+      stick_the_landing: drop the zero-mean score term from ``p``'s gradient (Roeder et al.,
+        2017). Values are unchanged.
+
+    Returns:
+      ``Estimate(value, stderr)``, each of shape ``broadcast(p.batch_shape, q.batch_shape)``.
+
+    Raises:
+      ValueError: unknown ``estimator``; ``num_samples`` too small (< 2 units) or odd with
+        antithetic pairs; latent sizes differ or batch shapes do not broadcast; antithetic
+        pairs or control variates asked for a ``p`` that does not expose its noise.
+      TypeError: ``q`` is neither a distribution nor callable.
+
+    References:
+      Schulman (2020) for k1/k2/k3; Glasserman (2004), Ch. 4; Roeder et al. (2017).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from gkl_jax import DiagGaussian, GaussianMixture, kl_mc
+      >>> p = DiagGaussian(jnp.zeros(2), jnp.zeros(2))
+      >>> comps = DiagGaussian(jnp.array([[-1.0, 0.0], [1.0, 0.0]]), jnp.zeros((2, 2)))
+      >>> q = GaussianMixture(jnp.zeros(2), comps)  # no closed form for KL(p || q)
+      >>> est = kl_mc(jax.random.key(0), p, q, num_samples=1024)
+      >>> est.value, est.stderr  # the exact value (by quadrature) is 0.1254
+      (Array(0.133..., dtype=float32), Array(0.0048..., dtype=float32))
+    """
+    fn = "kl_mc"
+    if estimator not in _ESTIMATORS:
+        raise ValueError(f"{fn}: estimator must be one of {_ESTIMATORS}, got {estimator!r}")
+    if not isinstance(num_samples, int | np.integer) or isinstance(num_samples, bool):
+        raise ValueError(f"{fn}: num_samples must be a Python int, got {num_samples!r}")
+    num_samples = int(num_samples)
+    log_q = _log_density(fn, q)
+    if not hasattr(p, "sample") or not hasattr(p, "log_prob"):
+        raise TypeError(
+            f"{fn}: 'p' must have sample(key, sample_shape) and log_prob(x) methods, got "
+            f"{type(p).__name__}"
+        )
+    reparam = _reparameterized(p)
+    kind = ("k1" if reparam else "k3") if estimator == "auto" else estimator
+    antithetic = reparam if antithetic is None else bool(antithetic)
+    if control_variates is None:
+        control_variates = reparam and kind == "k1"
+    if (antithetic or control_variates) and not reparam:
+        raise ValueError(
+            f"{fn}: antithetic pairs and control variates need p to be a DiagGaussian or a "
+            f"GaussianMixture (whose noise is known); got {type(p).__name__}. Pass "
+            "antithetic=False, control_variates=False."
+        )
+    if antithetic and num_samples % 2:
+        raise ValueError(
+            f"{fn}: num_samples={num_samples} is odd; antithetic pairs need an even number "
+            "(or pass antithetic=False)"
+        )
+    units = num_samples // 2 if antithetic else num_samples
+    if units < 2:
+        raise ValueError(
+            f"{fn}: num_samples={num_samples} gives {units} independent unit(s); a standard "
+            f"error needs at least 2 (num_samples >= {4 if antithetic else 2})"
+        )
+
+    d = p.event_size
+    q_event = getattr(q, "event_size", d)
+    if q_event != d:
+        raise ValueError(
+            f"{fn}: latent sizes differ: 'p' has event size {d} and 'q' has event size {q_event}"
+        )
+    batch_p = tuple(p.batch_shape)
+    try:
+        batch = tuple(jnp.broadcast_shapes(batch_p, tuple(getattr(q, "batch_shape", ()))))
+    except ValueError:
+        raise ValueError(
+            f"{fn}: batch shapes do not broadcast: 'p' has batch shape {batch_p} and 'q' has "
+            f"batch shape {q.batch_shape}"
+        ) from None
+
+    draw = _draw(p, key, units, antithetic)
+    x = draw.x if draw.x_anti is None else jnp.concatenate([draw.x, draw.x_anti], axis=0)
+    n_draws = x.shape[0]
+    lead = (1,) * (len(batch) - len(batch_p))
+    x = x.reshape(n_draws, *lead, *batch_p, d)
+    if isinstance(p, DiagGaussian) and isinstance(q, DiagGaussian) and not stick_the_landing:
+        eps = draw.eps if draw.x_anti is None else jnp.concatenate([draw.eps, -draw.eps])
+        log_r, magnitude = _diag_log_ratio(p, q, eps.reshape(x.shape))
+    else:
+        p_eval = jax.tree_util.tree_map(jax.lax.stop_gradient, p) if stick_the_landing else p
+        lp, lq = align_ranks(p_eval.log_prob(x), log_q(x))
+        shape = jnp.broadcast_shapes(lp.shape, lq.shape)
+        log_r = jnp.broadcast_to(lq, shape) - jnp.broadcast_to(lp, shape)
+        magnitude = jnp.abs(lp) + jnp.abs(lq)
+    if kind == "k1":
+        per_draw, slope = -log_r, jnp.ones_like(log_r)
+    elif kind == "k2":
+        per_draw, slope = 0.5 * log_r * log_r, jnp.abs(log_r)
+    else:
+        per_draw, slope = phi(log_r), jnp.abs(jnp.expm1(log_r))
+    values = per_draw if not antithetic else 0.5 * (per_draw[:units] + per_draw[units:])
+
+    feats = _features(draw, units, antithetic) if control_variates else None
+    if feats is not None:
+        nf = feats.shape[-1]
+        feats = feats.reshape(units, *lead, *batch_p, nf)
+        feats = jnp.broadcast_to(feats, (*values.shape, nf))
+    if feats is None:
+        estimate, variance = _plain(values)
+    else:
+        estimate, variance = _regression(values, feats)
+
+    rounding = jnp.finfo(values.dtype).eps * jnp.mean(
+        jax.lax.stop_gradient(magnitude * slope), axis=0
+    )
+    stderr = jnp.sqrt(variance + rounding * rounding)
+
+    if draw.log_weight is not None:
+        # Score-function term for the mixture's component choice: value 0, gradient
+        # mean[(v - baseline) * grad log pi_c] with a leave-one-out baseline.
+        sg_values = jax.lax.stop_gradient(values)
+        baseline = (jnp.sum(sg_values, axis=0, keepdims=True) - sg_values) / (units - 1)
+        log_w = draw.log_weight.reshape(units, *lead, *batch_p)
+        score = log_w - jax.lax.stop_gradient(log_w)
+        sg_adv, score = align_ranks(sg_values - baseline, score)
+        estimate = estimate + jnp.mean(sg_adv * score, axis=0)
+    return Estimate(estimate, stderr)
