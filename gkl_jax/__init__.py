@@ -5,6 +5,7 @@ The public API is re-exported here; see the modules for the math.
 
 from gkl_jax._numerics import phi
 from gkl_jax.checks import checked
+from gkl_jax.divergences import bhattacharyya, hellinger, jeffreys, renyi, wasserstein2
 from gkl_jax.full import FullGaussian
 from gkl_jax.gaussians import DiagGaussian
 from gkl_jax.kl import kl, kl_diag, kl_diag_standard, register_kl
@@ -22,7 +23,10 @@ __all__ = [
     "GaussianMixture",
     "LowRankGaussian",
     "__version__",
+    "bhattacharyya",
     "checked",
+    "hellinger",
+    "jeffreys",
     "kl",
     "kl_diag",
     "kl_diag_standard",
@@ -32,4 +36,6 @@ __all__ = [
     "kl_mixture_variational",
     "phi",
     "register_kl",
+    "renyi",
+    "wasserstein2",
 ]
