@@ -60,7 +60,11 @@ def diag_log_prob_f64(x, mean, var):
     return -0.5 * np.sum((x - mean) ** 2 / var + np.log(2 * np.pi * var), axis=-1)
 
 
-def max_rel_err(got, ref):
+_TINY64 = float(np.finfo(np.float64).tiny)
+
+
+def max_rel_err(got, ref, floor=_TINY64):
+    """Max of |got - ref| / max(|ref|, floor): relative error, absolute below ``floor``."""
     got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    scale = np.maximum(np.abs(ref), np.finfo(np.float64).tiny)
+    scale = np.maximum(np.abs(ref), floor)
     return float(np.max(np.abs(got - ref) / scale))
