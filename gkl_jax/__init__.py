@@ -6,6 +6,7 @@ The public API is re-exported here; see the modules for the math.
 from gkl_jax._numerics import phi
 from gkl_jax.checks import checked
 from gkl_jax.divergences import bhattacharyya, hellinger, jeffreys, renyi, wasserstein2
+from gkl_jax.from_samples import kl_from_samples
 from gkl_jax.full import FullGaussian
 from gkl_jax.gaussians import DiagGaussian
 from gkl_jax.kl import kl, kl_diag, kl_diag_standard, register_kl
@@ -30,6 +31,7 @@ __all__ = [
     "kl",
     "kl_diag",
     "kl_diag_standard",
+    "kl_from_samples",
     "kl_full",
     "kl_mc",
     "kl_mixture_upper_bound",
