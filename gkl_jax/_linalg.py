@@ -23,6 +23,8 @@ accelerators do not drop to bfloat16 passes.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -117,6 +119,7 @@ def _pad(tril, rhs_tril, rhs, leaf):
     return tril, rhs_tril, rhs
 
 
+@functools.partial(jax.jit, static_argnames=("leaf", "need_x"))
 def _solve(tril, rhs_tril, rhs, leaf, need_x=False):
     n = tril.shape[-1]
     if n <= leaf:  # one block: the substitution loop is cheap at this size.
