@@ -298,10 +298,10 @@ def kl_from_samples(
       >>> from gkl_jax import kl_from_samples
       >>> x_p = jax.random.normal(jax.random.key(0), (2000, 2))
       >>> x_q = 1.0 + jax.random.normal(jax.random.key(1), (2000, 2))  # exact KL = 1.0
-      >>> est = kl_from_samples(x_p, x_q)
+      >>> est = jax.jit(kl_from_samples)(x_p, x_q)
       >>> est.value, est.stderr
       (Array(0.9..., dtype=float32), Array(0.0..., dtype=float32))
-      >>> kl_from_samples(x_p, x_q, method="gaussian").value
+      >>> jax.jit(kl_from_samples, static_argnames="method")(x_p, x_q, method="gaussian").value
       Array(1.0..., dtype=float32)
     """
     fn = "kl_from_samples"

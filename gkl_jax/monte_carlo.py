@@ -22,10 +22,11 @@ noise ``eps``):
   per-dimension ``eps_i`` and ``eps_i^2 - 1``, are subtracted from the per-unit values with least-
   squares coefficients fitted on the *other* units (leave-one-out cross-fitting, so the estimate
   stays unbiased; Glasserman 2004, Sec. 4.1 for the regression estimator). When the units are few
-  the dimensions are pooled into groups so that there are at most ``units / 2`` features. For
-  Gaussian ``p`` and ``q`` the ``k1`` value is exactly a quadratic in ``eps`` without cross terms,
-  so the features absorb all of its sampling variance; for mixtures they remove the part they
-  explain (2x less spread than plain ``k1`` at 1024 samples in D = 16, about the same at 64).
+  the dimensions are pooled into groups so that there are at most ``units / 2`` features (none
+  below 10 units). For Gaussian ``p`` and ``q`` the ``k1`` value is exactly a quadratic in ``eps``
+  without cross terms, so the features absorb all of its sampling variance; for mixtures they
+  remove the part they explain (2x less spread than plain ``k1`` at 1024 samples in D = 16, about
+  the same at 64).
 
 The default ``estimator="auto"`` is ``k1`` with antithetic pairs and control variates when ``p``
 exposes its noise (Gaussian or mixture ``p``), and plain ``k3`` otherwise. Measured in D = 16:
@@ -180,11 +181,12 @@ def _features(draw: _Draw, units: int, antithetic: bool) -> jax.Array | None:
     """Control-variate features with known mean 0 under p: ``(units, *batch_p, F)``.
 
     ``eps_i^2 - 1`` per dimension, and ``eps_i`` too without antithetic pairs (pairs cancel odd
-    features exactly). At most ``units / 2`` features: beyond that, contiguous dimensions are
-    pooled into group sums (still mean 0). A mixture's component indicators ``onehot(c) - pi``
-    would be valid too, but measured no gain at 64 samples and a less reliable error bar.
+    features exactly). At most ``units / 2`` features (none below 10 units): beyond that,
+    contiguous dimensions are pooled into group sums (still mean 0). A mixture's component
+    indicators ``onehot(c) - pi`` would be valid too, but measured no gain at 64 samples and a
+    less reliable error bar.
     """
-    budget = min(units // 2, units - 2)
+    budget = min(units // 2, units - 8)  # few units: noisy fits cost more than they remove
     d = draw.eps.shape[-1]
     groups = min(d, budget // (1 if antithetic else 2))
     if groups <= 0:
