@@ -1,8 +1,6 @@
 """Jeffreys, Renyi, Bhattacharyya, Hellinger and W2: dense float64 and numerical-integration checks,
 properties, gradients and errors."""
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,8 +64,9 @@ FUNCS = {
 }
 
 
-PAIRS = [*itertools.product(("diag", "full", "lowrank"), repeat=2), ("diag-std", "diag-std")]
-PAIRS += [("diag-std", "full"), ("lowrank", "diag-std")]
+# one pair per code path: diagonal (same / mixed parametrization), triangular, low rank
+PAIRS = [("diag", "diag-std"), ("diag-std", "diag-std"), ("full", "full"), ("diag", "full")]
+PAIRS += [("lowrank", "lowrank"), ("diag", "lowrank"), ("lowrank", "full")]
 
 
 @pytest.mark.parametrize(("kind_p", "kind_q"), PAIRS)
@@ -199,7 +198,7 @@ def test_renyi_beyond_the_domain_is_inf():
 _kind_pairs = st.sampled_from([("diag", "full"), ("full", "lowrank"), ("lowrank", "diag")])
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(kinds=_kind_pairs, seed=st.integers(0, 2**31 - 1))
 def test_properties(kinds, seed):
     kind_p, kind_q = kinds
@@ -272,7 +271,7 @@ def test_jit_vmap_broadcast_and_bfloat16():
     rng = np.random.default_rng(7)
     p, _, _ = rand_dist("full", rng, (3, 1), d=4)
     q, _, _ = rand_dist("diag", rng, (2,), d=4)
-    for fn in (jeffreys, wasserstein2, lambda a, b: renyi(a, b, alpha=0.4)):
+    for fn in (wasserstein2, lambda a, b: renyi(a, b, alpha=0.4)):
         out = jax.jit(fn)(p, q)
         assert out.shape == (3, 2)
         p0 = jax.tree_util.tree_map(lambda a: a[:, 0], p)

@@ -19,7 +19,7 @@ def _spd(rng, d, batch=()):
     return a @ np.swapaxes(a, -1, -2) / d + 0.5 * np.eye(d)
 
 
-@pytest.mark.parametrize("n", [1, 5, 16, 17, 45, 64])
+@pytest.mark.parametrize("n", [1, 16, 17, 45])
 def test_blocked_solvers_match_scipy(n, x64):
     rng = np.random.default_rng(n)
     tril = rand_tril(rng, (2,), n)

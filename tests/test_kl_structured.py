@@ -155,10 +155,11 @@ def test_nearly_identical_against_mpmath():
 
 def test_identical_pairs_are_exactly_zero():
     rng = np.random.default_rng(2)
-    for kind in ("full", "lowrank"):
-        p = rand_dist(kind, rng, (2,), d=20)[0]
-        assert np.all(np.asarray(kl(p, p)) == 0.0) or kind == "lowrank"
-        assert np.all(np.abs(np.asarray(kl(p, p))) < 1e-5)
+    full = rand_dist("full", rng, (2,), d=20)[0]
+    assert np.all(np.asarray(kl(full, full)) == 0.0)  # every term is exactly 0
+    # low rank: the Woodbury corrections are differences of O(k) terms (see kl_structured)
+    low_rank = rand_dist("lowrank", rng, (2,), d=20)[0]
+    assert np.all(np.abs(np.asarray(kl(low_rank, low_rank))) < 1e-5)
     q = rand_dist("diag-std", rng, (2,), d=20)[0]
     assert np.all(np.asarray(kl(q, q.to_full())) == 0.0)
     assert np.all(np.asarray(kl(q.to_full(), q)) == 0.0)
@@ -214,8 +215,7 @@ def test_low_rank_large_matches_dense_float64():
 @pytest.mark.parametrize(
     ("kind_p", "kind_q"),
     [
-        ("full", "full"),
-        ("lowrank", "lowrank"),
+        ("lowrank", "full"),  # full-full: test_grad_matches_dense_and_is_finite_at_p_equals_q
         ("full", "lowrank"),
     ],
 )
@@ -326,7 +326,7 @@ def test_checked_mode_reports_bad_scale():
 _kind_pairs = st.sampled_from([("diag", "full"), ("full", "lowrank"), ("lowrank", "diag")])
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(kinds=_kind_pairs, seed=st.integers(0, 2**31 - 1))
 def test_properties_nonnegative_and_affine_invariant(kinds, seed):
     kind_p, kind_q = kinds
