@@ -219,6 +219,8 @@ class DiagGaussian:
     def to_low_rank(self, rank: int = 0):
         """This distribution as a :class:`~gkl_jax.LowRankGaussian` with a zero ``(d, rank)`` W.
 
+        The diagonal is stored as log-variances (a var/std parametrization is converted).
+
         Example:
           >>> import jax.numpy as jnp
           >>> from gkl_jax import DiagGaussian

@@ -196,8 +196,10 @@ def kl_full(
 
     with ``phi(x) = e^x - 1 - x``: no inverse, no ``-d`` cancellation. ``M``'s strictly lower
     part comes from ``L_q^{-1}(L_p - L_q)``, so nearly identical pairs keep float32 precision
-    (relative error ~1e-6 at a 1e-5 perturbation, where peers are off by 100% or more). The same
-    kernel serves :func:`gkl_jax.kl` for :class:`~gkl_jax.FullGaussian` pairs.
+    (relative error ~1e-7 at a 1e-5 perturbation, where peers are off by 100% or more). The same
+    kernel serves :func:`gkl_jax.kl` for :class:`~gkl_jax.FullGaussian` pairs. Measured (float32,
+    D = 16 and 128, perturbations 1e-1 .. 1e-5): max relative error <= 2e-7 against the float64
+    value; distrax and TFP reach 3.4e2 at 1e-5 (``benchmarks/results/full.md``).
 
     Args:
       mean_p: ``(*batch, d)`` mean of p.
