@@ -18,7 +18,7 @@ Example:
   >>> mu, bad_var = jnp.zeros(3), jnp.array([1.0, -2.0, 1.0])
   >>> err, value = gkl_jax.checked(gkl_jax.kl_diag)(mu, bad_var, mu, jnp.ones(3), param="var")
   >>> print(err.get())  # doctest: +ELLIPSIS
-  kl_diag: argument 'var_p' must be positive: 1 of 3 entries are <= 0 ...
+  kl_diag: argument 'log_var_p (a var)' must be positive: 1 of 3 entries are <= 0 ...
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ def check_axis(fn: str, axis: Any, ndim: int) -> tuple[int, ...] | None:
     if axis is None:
         return None
     axes = (axis,) if isinstance(axis, int) else axis
-    if not isinstance(axes, tuple | list) or not all(isinstance(a, int) for a in axes):
+    is_int = lambda a: isinstance(a, int) and not isinstance(a, bool)  # noqa: E731
+    if not isinstance(axes, tuple | list) or not all(is_int(a) for a in axes):
         raise TypeError(f"{fn}: axis must be an int, a tuple of ints, () or None; got {axis!r}")
     out = []
     for a in axes:

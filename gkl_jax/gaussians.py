@@ -98,7 +98,7 @@ class DiagGaussian:
         return cls._make("DiagGaussian.from_var", mean, var, "var")
 
     @classmethod
-    def from_param(cls, mean: ArrayLike, spread: ArrayLike, param: Param) -> DiagGaussian:
+    def from_param(cls, mean: ArrayLike, spread: ArrayLike, *, param: Param) -> DiagGaussian:
         """Builds from ``spread`` given as ``param`` = "log_var", "var" or "std"."""
         check_param("DiagGaussian.from_param", param)
         return cls._make("DiagGaussian.from_param", mean, spread, param)
@@ -189,7 +189,9 @@ class DiagGaussian:
         """
         fn = "DiagGaussian.log_prob"
         (x,) = as_float_arrays(fn, ("x",), (x,))
-        checks.check_event_shapes(fn, ("x", "mean"), (x.shape, self.mean.shape))
+        checks.check_event_shapes(
+            fn, ("x", "mean", self.param), (x.shape, self.mean.shape, self.spread.shape)
+        )
         z = self._standardize(x)
         maha, log_det = align_ranks(jnp.sum(z * z, axis=-1), self._sum_log_var())
         return -0.5 * (maha + log_det + self.event_size * LOG_2PI)

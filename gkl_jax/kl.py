@@ -49,7 +49,7 @@ def diag_kl_terms(
     mean_p, spread_p, mean_q, spread_q = align_ranks(mean_p, spread_p, mean_q, spread_q)
     diff = mean_p - mean_q
     if param == "log_var":
-        z = diff * jnp.exp(-0.5 * spread_q)  # squared after scaling: 0 * e^(huge) cannot occur
+        z = diff * jnp.exp(-0.5 * spread_q)  # scaled before squaring: no overflow of e^(-lv_q)
         return 0.5 * (z * z + phi_diff(spread_p, spread_q))
     if param == "var":
         return 0.5 * (diff * diff / spread_q + phi_log_ratio(spread_p, spread_q))
@@ -67,7 +67,10 @@ def _sum(fn: str, terms: jax.Array, axis: Axis) -> jax.Array:
 
 
 def _names(param: str) -> tuple[str, str, str, str]:
-    return ("mean_p", f"{param}_p", "mean_q", f"{param}_q")
+    """Argument names for messages: the keyword, and what it holds when it is not a log-var."""
+    if param == "log_var":
+        return ("mean_p", "log_var_p", "mean_q", "log_var_q")
+    return ("mean_p", f"log_var_p (a {param})", "mean_q", f"log_var_q (a {param})")
 
 
 def kl_diag(
@@ -166,11 +169,11 @@ def kl_diag_standard(
     """
     fn = "kl_diag_standard"
     check_param(fn, param)
-    names = ("mean", param)
+    names = ("mean", "log_var" if param == "log_var" else f"log_var (a {param})")
     mean, spread = as_float_arrays(fn, names, (mean, log_var))
     checks.check_event_shapes(fn, names, (mean.shape, spread.shape))
     checks.check_finite(fn, "mean", mean)
-    check_spread_values(fn, param, spread, param)
+    check_spread_values(fn, names[1], spread, param)
     unit = jnp.zeros((), spread.dtype) if param == "log_var" else jnp.ones((), spread.dtype)
     return _sum(fn, diag_kl_terms(mean, spread, jnp.zeros((), mean.dtype), unit, param), axis)
 
@@ -265,9 +268,8 @@ def _kl_diag_diag(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
         (p.mean.shape, p.spread.shape, q.mean.shape, q.spread.shape),
     )
     if p.param == q.param:
-        args = (p.mean, p.spread, q.mean, q.spread, p.param)
+        param, arrays = p.param, (p.mean, p.spread, q.mean, q.spread)
     else:
-        args = (p.mean, p.log_var, q.mean, q.log_var, "log_var")
-    dtype = jnp.promote_types(p.dtype, q.dtype)
-    args = tuple(a.astype(dtype) if isinstance(a, jax.Array) else a for a in args)
-    return sum_last(diag_kl_terms(*args))
+        param, arrays = "log_var", (p.mean, p.log_var, q.mean, q.log_var)
+    arrays = as_float_arrays("kl", ("p.mean", "p.spread", "q.mean", "q.spread"), arrays)
+    return sum_last(diag_kl_terms(*arrays, param))

@@ -41,7 +41,7 @@ def test_stored_parametrization_is_kept_as_given():
     d = DiagGaussian.from_std(jnp.zeros(4), std)
     assert d.param == "std"
     assert d.spread is not None and bool(jnp.all(d.spread == std))
-    assert DiagGaussian.from_param(jnp.zeros(4), std, "var").param == "var"
+    assert DiagGaussian.from_param(jnp.zeros(4), std, param="var").param == "var"
 
 
 @pytest.mark.parametrize("dist", _three_ways(), ids=["log_var", "var", "std"])
@@ -157,7 +157,7 @@ def test_repr():
             r"DiagGaussian.from_std: batch shapes do not broadcast: 'std' has shape \(4, 3\), against 'mean' \(2, 3\)",
         ),
         (
-            lambda: DiagGaussian.from_param(jnp.zeros(3), jnp.ones(3), "sigma"),
+            lambda: DiagGaussian.from_param(jnp.zeros(3), jnp.ones(3), param="sigma"),
             r"param must be one of",
         ),
     ],
@@ -172,6 +172,15 @@ def test_log_prob_shape_error():
         ValueError, match=r"DiagGaussian.log_prob: latent sizes .* 'x' has shape \(5,\)"
     ):
         DiagGaussian(MEAN, LOG_VAR).log_prob(jnp.zeros(5))
+
+
+def test_log_prob_checks_x_against_the_spread_and_batch():
+    d = DiagGaussian(jnp.zeros(4), jnp.zeros((3, 4)))
+    with pytest.raises(
+        ValueError,
+        match=r"DiagGaussian.log_prob: batch shapes do not broadcast: 'log_var' has shape \(3, 4\), against 'x' \(2, 4\)",
+    ):
+        d.log_prob(jnp.zeros((2, 4)))
 
 
 def test_integer_inputs_raise_type_error():

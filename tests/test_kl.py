@@ -97,7 +97,7 @@ def test_kl_of_identical_distributions_is_exactly_zero(param):
     mu, lv = rng.normal(size=(8, 16)).astype(np.float32), rng.uniform(-5, 5, (8, 16))
     s = _convert(lv, param)
     np.testing.assert_array_equal(kl_diag(mu, s, mu, s, param=param), np.zeros(8))
-    p = DiagGaussian.from_param(mu, s, param)
+    p = DiagGaussian.from_param(mu, s, param=param)
     np.testing.assert_array_equal(kl(p, p), np.zeros(8))
 
 
@@ -124,8 +124,8 @@ def test_pytree_api_equals_array_api(param):
     mp, lp, mq, lq = _regime("near-1e-5", rng, (4, 8))
     sp, sq = _convert(lp, param), _convert(lq, param)
     mp32, mq32 = mp.astype(np.float32), mq.astype(np.float32)
-    p = DiagGaussian.from_param(mp32, sp, param)
-    q = DiagGaussian.from_param(mq32, sq, param)
+    p = DiagGaussian.from_param(mp32, sp, param=param)
+    q = DiagGaussian.from_param(mq32, sq, param=param)
     np.testing.assert_array_equal(kl(p, q), kl_diag(mp32, sp, mq32, sq, param=param))
 
 
@@ -396,7 +396,7 @@ def test_shape_errors_name_arguments_and_shapes(shapes, message):
 
 
 def test_param_names_appear_in_messages():
-    with pytest.raises(ValueError, match=r"'std_q' has shape \(5,\)"):
+    with pytest.raises(ValueError, match=r"'log_var_q \(a std\)' has shape \(5,\)"):
         kl_diag(jnp.zeros(4), jnp.ones(4), jnp.zeros(4), jnp.ones(5), param="std")
 
 
@@ -468,3 +468,30 @@ def test_register_kl_dispatch_follows_subclasses():
         from gkl_jax.kl import _KL_REGISTRY
 
         _KL_REGISTRY.pop((Tagged, DiagGaussian))
+
+
+def test_log_variances_far_apart_overflow_to_inf_not_nan():
+    assert float(kl_diag(jnp.zeros(1), jnp.array([89.0]), jnp.zeros(1), jnp.zeros(1))) == np.inf
+    assert float(kl_diag_standard(jnp.zeros(1), jnp.array([100.0]))) == np.inf
+    # and just below the overflow the value is still exact
+    lv = np.array([80.0], np.float32)
+    ref = kl_diag_exact(np.zeros(1), lv, np.zeros(1), np.zeros(1)).sum()
+    assert (
+        max_rel_err(
+            kl_diag(np.zeros(1, np.float32), lv, np.zeros(1, np.float32), np.zeros(1, np.float32)),
+            ref,
+        )
+        <= TARGET
+    )
+
+
+def test_pytree_kl_applies_the_dtype_policy():
+    p = DiagGaussian(jnp.zeros((2, 3)), jnp.zeros(3))
+    q = DiagGaussian(jnp.ones((2, 3)), jnp.full(3, 0.5))
+    to_bf16 = lambda d: jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), d)  # noqa: E731
+    got = kl(to_bf16(p), to_bf16(q))
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, kl(p, q), rtol=1e-6)
+    to_int = lambda d: jax.tree_util.tree_map(lambda a: a.astype(jnp.int32), d)  # noqa: E731
+    with pytest.raises(TypeError, match=r"kl: argument 'p.mean' has dtype int32"):
+        kl(to_int(p), q)

@@ -206,3 +206,16 @@ def test_non_float_inputs_raise_type_error_naming_the_argument(value, dtype_name
 def test_non_array_input_raises_type_error():
     with pytest.raises(TypeError, match="argument 'x' must be a floating-point array, got str"):
         as_float_arrays("myfn", ["x"], ["hello"])
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_phi_computes_narrow_floats_in_float32(dtype):
+    x = jnp.asarray([1e-2, -0.5, 2.0], dtype)
+    got = phi(x)
+    assert got.dtype == jnp.float32
+    assert max_rel_err(got, phi_exact(np.asarray(x.astype(jnp.float32)))) < 5e-7
+
+
+def test_phi_rejects_integers():
+    with pytest.raises(TypeError, match="phi: argument 'x' has dtype int32"):
+        phi(jnp.array(2))

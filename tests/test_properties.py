@@ -45,7 +45,7 @@ def test_non_negative_and_exact(args):
 def test_kl_of_p_with_itself_is_zero(mean_lv, param):
     mean, lv = mean_lv
     spread = {"log_var": lv, "var": np.exp(lv), "std": np.exp(lv / 2)}[param].astype(np.float32)
-    p = DiagGaussian.from_param(mean, spread, param)
+    p = DiagGaussian.from_param(mean, spread, param=param)
     np.testing.assert_array_equal(kl(p, p), 0.0)
 
 
@@ -94,7 +94,7 @@ def test_array_api_equals_pytree_api(args, param):
         )
         for x in (lp, lq)
     )
-    p, q = DiagGaussian.from_param(mp, sp, param), DiagGaussian.from_param(mq, sq, param)
+    p, q = DiagGaussian.from_param(mp, sp, param=param), DiagGaussian.from_param(mq, sq, param=param)
     np.testing.assert_array_equal(kl(p, q), kl_diag(mp, sp, mq, sq, param=param))
 
 
