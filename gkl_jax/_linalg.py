@@ -29,13 +29,19 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["solve_tril", "solve_tril_tril", "tril_solve_sumsq"]
+from gkl_jax._numerics import align_ranks
+
+__all__ = ["HI", "mm", "solve_tril", "solve_tril_tril", "tril_solve_sumsq"]
+
+HI = lax.Precision.HIGHEST  # every product in gkl_jax: no reduced-precision passes on accelerators
 
 _LEAF = 16  # diagonal block size; 8..32 are within 10% of each other on CPU at D = 128.
 
 
-def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
-    return jnp.matmul(a, b, precision=lax.Precision.HIGHEST)
+def mm(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` at ``Precision.HIGHEST``, batch axes broadcast without rank promotion."""
+    a, b = align_ranks(a, b)
+    return jnp.matmul(a, b, precision=HI)
 
 
 def _leaf_inverses(tril: jax.Array, leaf: int) -> jax.Array:
@@ -61,10 +67,10 @@ def _recurse(
     n = tril.shape[-1]
     if n == leaf:
         block_inv = inv[..., 0, :, :]
-        ys = [_mm(block_inv, r) for r in rhs]
+        ys = [mm(block_inv, r) for r in rhs]
         if rhs_tril is None:
             return None, None, ys
-        x = _mm(block_inv, jnp.tril(rhs_tril))
+        x = mm(block_inv, jnp.tril(rhs_tril))
         return x, jnp.sum(jnp.square(jnp.tril(x, -1)), axis=(-2, -1)), ys
     nb = n // leaf
     h = (nb // 2) * leaf
@@ -78,10 +84,10 @@ def _recurse(
         True,
     )
     c = tril[..., h:, :h]
-    lower_rhs = [r[..., h:, :] - _mm(c, y) for r, y in zip(rhs, y1, strict=True)]
+    lower_rhs = [r[..., h:, :] - mm(c, y) for r, y in zip(rhs, y1, strict=True)]
     bottom_tril = None
     if rhs_tril is not None:
-        lower_rhs.insert(0, rhs_tril[..., h:, :h] - _mm(c, x11))
+        lower_rhs.insert(0, rhs_tril[..., h:, :h] - mm(c, x11))
         bottom_tril = rhs_tril[..., h:, h:]
     x22, s2, y2 = _recurse(
         tril[..., h:, h:], bottom_tril, lower_rhs, inv[..., nb // 2 :, :, :], leaf, need_x

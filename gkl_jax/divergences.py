@@ -45,30 +45,25 @@ from jax import lax
 from jaxtyping import Array, Float
 
 from gkl_jax import checks
-from gkl_jax._linalg import solve_tril_tril
+from gkl_jax._linalg import HI, mm, solve_tril_tril
 from gkl_jax._numerics import align_ranks, log_ratio, phi
 from gkl_jax.full import FullGaussian, diag_embed
 from gkl_jax.gaussians import DiagGaussian
 from gkl_jax.kl import kl
+from gkl_jax.kl_structured import cast_pair, diag_pair
 from gkl_jax.low_rank import LowRankGaussian, woodbury
 
 __all__ = ["bhattacharyya", "hellinger", "jeffreys", "renyi", "wasserstein2"]
 
-_HI = lax.Precision.HIGHEST
 
-
-def _check_pair(fn: str, p: Any, q: Any) -> tuple[tuple[int, ...], int, Any]:
-    for name, g in (("p", p), ("q", q)):
-        if not isinstance(g, DiagGaussian | FullGaussian | LowRankGaussian):
-            raise TypeError(
-                f"{fn}: argument '{name}' must be a DiagGaussian, FullGaussian or "
-                f"LowRankGaussian, got {type(g).__name__}"
-            )
+def _check_pair(fn: str, p: Any, q: Any):
+    """``(p, q, batch, d, dtype)``: both cast to the compute dtype (float32 at least)."""
+    p, q, dtype = cast_pair(fn, p, q)
     checks.check_event_shapes(
         fn, ("p", "q"), ((*p.batch_shape, p.event_size), (*q.batch_shape, q.event_size))
     )
     batch = tuple(jnp.broadcast_shapes(p.batch_shape, q.batch_shape))
-    return batch, p.event_size, jnp.promote_types(p.dtype, q.dtype)
+    return p, q, batch, p.event_size, dtype
 
 
 def _check_alpha(fn: str, alpha: Any) -> float:
@@ -82,13 +77,11 @@ def _check_alpha(fn: str, alpha: Any) -> float:
 
 def _log_var_ratio(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
     """``log(var_p / var_q)`` per dimension, exact for equal parametrizations."""
-    if p.param == q.param == "log_var":
-        a, b = align_ranks(p.spread, q.spread)
+    param, (_, a, _, b) = diag_pair(p, q)
+    a, b = align_ranks(a, b)
+    if param == "log_var":
         return a - b
-    if p.param == q.param:
-        return (1.0 if p.param == "var" else 2.0) * log_ratio(*align_ranks(p.spread, q.spread))
-    a, b = align_ranks(p.log_var, q.log_var)
-    return a - b
+    return (1.0 if param == "var" else 2.0) * log_ratio(a, b)
 
 
 def _g(x: jax.Array, alpha: float) -> jax.Array:
@@ -96,19 +89,27 @@ def _g(x: jax.Array, alpha: float) -> jax.Array:
 
     Where ``alpha + (1 - alpha) e^x <= 0`` (only possible for ``alpha > 1``) the log is
     ``-inf``, which makes the divergence ``+inf`` (the factor ``1 / (2 (1 - alpha))`` is < 0).
+    A NaN ``x`` stays NaN.
     """
     arg = alpha * phi((alpha - 1.0) * x) + (1.0 - alpha) * phi(alpha * x)
-    ok = arg > -1.0
-    return jnp.where(ok, jnp.log1p(jnp.where(ok, arg, 0.0)), -jnp.inf)
+    if alpha < 1:
+        return jnp.log1p(arg)  # arg > -1 for every real x
+    outside = arg <= -1.0
+    return jnp.where(outside, -jnp.inf, jnp.log1p(jnp.where(outside, 0.0, arg)))
 
 
-def _tri(g: Any, batch: tuple[int, ...], d: int, dtype: Any) -> tuple[jax.Array, jax.Array]:
+def _not_positive_definite(alpha: float, mu: jax.Array) -> jax.Array:
+    """``Sigma_alpha`` is not positive definite: ``1 + (1 - alpha) mu <= 0`` for an eigenvalue
+    ``1 + mu`` of ``Sigma_q^{-1} Sigma_p`` (only possible for ``alpha > 1``; NaN gives False)."""
+    return jnp.any(1.0 + (1.0 - alpha) * mu <= 0, axis=-1)
+
+
+def _tri(g: Any, batch: tuple[int, ...], d: int) -> tuple[jax.Array, jax.Array]:
     """``(mean, scale_tril)`` broadcast to ``batch``; low rank is densified (``O(d^3)``)."""
     if isinstance(g, LowRankGaussian):
         g = g.to_full()
     tril = g.scale_tril if isinstance(g, FullGaussian) else diag_embed(g.std)
-    mean = jnp.broadcast_to(g.mean.astype(dtype), (*batch, d))
-    return mean, jnp.broadcast_to(tril.astype(dtype), (*batch, d, d))
+    return jnp.broadcast_to(g.mean, (*batch, d)), jnp.broadcast_to(tril, (*batch, d, d))
 
 
 def _spectral_terms(alpha: float, mu: jax.Array) -> jax.Array:
@@ -130,38 +131,39 @@ def _spectral_sum_jvp(alpha, primals, tangents):
     # d/dmu g_alpha(log1p(mu)) = alpha (1 - alpha) mu / ((1 + (1 - alpha) mu)(1 + mu))
     deriv = alpha * (1.0 - alpha) * mu / ((1.0 + (1.0 - alpha) * mu) * (1.0 + mu))
     de_sym = 0.5 * (de + jnp.swapaxes(de, -1, -2))
-    proj = jnp.einsum("...ji,...jk,...ki->...i", v, de_sym, v, precision=_HI)
+    proj = jnp.einsum("...ji,...jk,...ki->...i", v, de_sym, v, precision=HI)
     return value, jnp.sum(deriv * proj, axis=-1)
 
 
 def _renyi_tri(p: Any, q: Any, alpha: float, batch, d, dtype) -> jax.Array:
     """``2 (1 - alpha) D_alpha`` split as (spectral part, mean part) for triangular bases."""
-    mean_p, tril_p = _tri(p, batch, d, dtype)
-    mean_q, tril_q = _tri(q, batch, d, dtype)
+    mean_p, tril_p = _tri(p, batch, d)
+    mean_q, tril_q = _tri(q, batch, d)
     x, (z,) = solve_tril_tril(tril_q, tril_p - tril_q, [(mean_p - mean_q)[..., None]])
     xt = jnp.swapaxes(x, -1, -2)
-    e = x + xt + jnp.matmul(x, xt, precision=_HI)  # M M^T - I
+    e = x + xt + mm(x, xt)  # M M^T - I
     spectral = _spectral_sum(alpha, e)
     # mean part: z^T (alpha I + (1 - alpha) M M^T)^{-1} z = z^T (I + (1 - alpha) E)^{-1} z
     eye = jnp.eye(d, dtype=dtype).reshape((1,) * len(batch) + (d, d))
     chol = jnp.linalg.cholesky(eye + (1.0 - alpha) * e)
     w = lax.linalg.triangular_solve(chol, z, left_side=True, lower=True)
     maha = jnp.sum(jnp.square(w[..., 0]), axis=-1)
-    maha = jnp.where(jnp.isnan(maha), jnp.inf, maha)  # not positive definite: alpha > 1 only
+    if alpha > 1:  # Sigma_alpha may be indefinite: D_alpha = inf there (a NaN input stays NaN)
+        mu = jnp.linalg.eigvalsh(lax.stop_gradient(e))
+        maha = jnp.where(_not_positive_definite(alpha, mu), jnp.inf, maha)
     return spectral, maha
 
 
-def _as_low_rank(g: Any, dtype: Any) -> tuple[jax.Array, jax.Array | None, jax.Array]:
+def _as_low_rank(g: Any) -> tuple[jax.Array, jax.Array | None, jax.Array]:
     if isinstance(g, LowRankGaussian):
-        factor = g.factor.astype(dtype) if g.rank else None
-        return g.mean.astype(dtype), factor, g.log_diag.astype(dtype)
-    return g.mean.astype(dtype), None, g.log_var.astype(dtype)
+        return g.mean, g.factor if g.rank else None, g.log_diag
+    return g.mean, None, g.log_var
 
 
-def _renyi_low_rank(p: Any, q: Any, alpha: float, batch, d, dtype):
+def _renyi_low_rank(p: Any, q: Any, alpha: float):
     """Low-rank pairs, ``0 < alpha < 1``: determinant lemma on ``Sigma_alpha`` (rank k_p + k_q)."""
-    mean_p, w_p, ld_p = _as_low_rank(p, dtype)
-    mean_q, w_q, ld_q = _as_low_rank(q, dtype)
+    mean_p, w_p, ld_p = _as_low_rank(p)
+    mean_q, w_q, ld_q = _as_low_rank(q)
     mean_p, mean_q, ld_p, ld_q = align_ranks(mean_p, mean_q, ld_p, ld_q)
     x = ld_p - ld_q
     spectral = jnp.sum(_g(x, alpha), axis=-1)  # diagonal parts, exact
@@ -181,23 +183,24 @@ def _renyi_low_rank(p: Any, q: Any, alpha: float, batch, d, dtype):
         w_a = jnp.concatenate([jnp.broadcast_to(f, (*shape, f.shape[-1])) for f in factors], -1)
         wb = woodbury(w_a, ld_a)
         spectral = spectral + wb.log_det_cap
-        u, dl = align_ranks(wb.u, delta[..., None])
-        maha = maha - jnp.sum(jnp.square(jnp.matmul(u, dl, precision=_HI)[..., 0]), axis=-1)
+        maha = maha - jnp.sum(jnp.square(mm(wb.u, delta[..., None])[..., 0]), axis=-1)
     return spectral, maha
 
 
 def _renyi_parts(fn: str, p: Any, q: Any, alpha: float):
     """``(spectral, maha)`` with ``D_alpha = spectral / (2 (1 - alpha)) + alpha / 2 * maha``."""
-    batch, d, dtype = _check_pair(fn, p, q)
+    p, q, batch, d, dtype = _check_pair(fn, p, q)
     if isinstance(p, DiagGaussian) and isinstance(q, DiagGaussian):
         x = _log_var_ratio(p, q)
         mean_p, mean_q, var_p, var_q = align_ranks(p.mean, q.mean, p.var, q.var)
         var_a = alpha * var_q + (1.0 - alpha) * var_p
         diff = mean_p - mean_q
-        maha_terms = jnp.where(var_a > 0, diff * diff / jnp.where(var_a > 0, var_a, 1.0), jnp.inf)
-        spectral, maha = jnp.sum(_g(x, alpha), axis=-1), jnp.sum(maha_terms, axis=-1)
+        maha = jnp.sum(diff * diff / var_a, axis=-1)
+        if alpha > 1:  # eigenvalues 1 + mu = var_p / var_q, mu = expm1(x)
+            maha = jnp.where(_not_positive_definite(alpha, jnp.expm1(x)), jnp.inf, maha)
+        spectral = jnp.sum(_g(x, alpha), axis=-1)
     elif alpha < 1 and not isinstance(p, FullGaussian) and not isinstance(q, FullGaussian):
-        spectral, maha = _renyi_low_rank(p, q, alpha, batch, d, dtype)
+        spectral, maha = _renyi_low_rank(p, q, alpha)
     else:
         spectral, maha = _renyi_tri(p, q, alpha, batch, d, dtype)
     spectral, maha = align_ranks(spectral.astype(dtype), maha.astype(dtype))
@@ -257,6 +260,7 @@ def renyi(p: Any, q: Any, *, alpha: float) -> Float[Array, "*b"]:
       0.25
     """
     alpha = _check_alpha("renyi", alpha)
+    p, q, _ = cast_pair("renyi", p, q)
     if alpha == 1.0:
         return kl(p, q)
     return _renyi(p, q, alpha)
@@ -293,6 +297,11 @@ def bhattacharyya(p: Any, q: Any) -> Float[Array, "*b"]:
       >>> float(bhattacharyya(p, DiagGaussian(jnp.zeros(1), jnp.zeros(1))))  # (2)^2 / 8
       0.5
     """
+    return _bhattacharyya("bhattacharyya", p, q)
+
+
+def _bhattacharyya(fn: str, p: Any, q: Any) -> jax.Array:
+    p, q, _ = cast_pair(fn, p, q)  # errors name the public function
     return 0.5 * _renyi(p, q, 0.5)
 
 
@@ -323,7 +332,7 @@ def hellinger(p: Any, q: Any) -> Float[Array, "*b"]:
       >>> float(hellinger(p, p))
       0.0
     """
-    return -jnp.expm1(-bhattacharyya(p, q))
+    return -jnp.expm1(-_bhattacharyya("hellinger", p, q))
 
 
 def jeffreys(p: Any, q: Any) -> Float[Array, "*b"]:
@@ -356,13 +365,13 @@ def jeffreys(p: Any, q: Any) -> Float[Array, "*b"]:
       >>> float(jeffreys(p, DiagGaussian(jnp.zeros(1), jnp.zeros(1))))
       1.0
     """
-    _check_pair("jeffreys", p, q)
+    p, q, _, _, _ = _check_pair("jeffreys", p, q)
     return kl(p, q) + kl(q, p)
 
 
 @functools.partial(jax.jit, static_argnames="squared")
 def _wasserstein2(p: Any, q: Any, squared: bool) -> jax.Array:
-    batch, d, dtype = _check_pair("wasserstein2", p, q)
+    p, q, batch, d, dtype = _check_pair("wasserstein2", p, q)
     if isinstance(p, DiagGaussian) and isinstance(q, DiagGaussian):
         mean_p, mean_q = align_ranks(p.mean, q.mean)
         mean_term = jnp.sum(jnp.square(mean_p - mean_q), axis=-1)
@@ -377,19 +386,31 @@ def _wasserstein2(p: Any, q: Any, squared: bool) -> jax.Array:
         mean_term, spread_term = align_ranks(mean_term, spread_term)
         w2 = jnp.broadcast_to(mean_term + spread_term, batch).astype(dtype)
     else:
-        mean_p, tril_p = _tri(p, batch, d, dtype)
-        mean_q, tril_q = _tri(q, batch, d, dtype)
+        mean_p, tril_p = _tri(p, batch, d)
+        mean_q, tril_q = _tri(q, batch, d)
         # Bures term: min over orthogonal R of ||L_p - L_q R||_F^2, R = V U^T from the SVD of
         # L_p^T L_q = U S V^T (equals tr S_p + tr S_q - 2 tr (S_p^1/2 S_q S_p^1/2)^1/2). The
         # optimal R is held constant for the gradient (envelope theorem): no SVD derivative.
-        k = jnp.matmul(jnp.swapaxes(tril_p, -1, -2), tril_q, precision=_HI)
-        u, _, vt = jnp.linalg.svd(k)
-        r = lax.stop_gradient(jnp.matmul(jnp.swapaxes(vt, -1, -2), jnp.swapaxes(u, -1, -2)))
-        resid = tril_p - jnp.matmul(tril_q, r, precision=_HI)
+        u, _, vt = jnp.linalg.svd(mm(jnp.swapaxes(tril_p, -1, -2), tril_q))
+        r = lax.stop_gradient(mm(jnp.swapaxes(vt, -1, -2), jnp.swapaxes(u, -1, -2)))
+        resid = tril_p - mm(tril_q, r)
         w2 = jnp.sum(jnp.square(mean_p - mean_q), axis=-1) + jnp.sum(
             jnp.square(resid), axis=(-2, -1)
         )
-    return w2 if squared else jnp.sqrt(w2)
+    return w2 if squared else _sqrt0(w2)
+
+
+@jax.custom_jvp
+def _sqrt0(x: jax.Array) -> jax.Array:
+    """``sqrt(x)`` for ``x >= 0`` whose derivative at 0 is 0 (a subgradient), not inf."""
+    return jnp.sqrt(x)
+
+
+@_sqrt0.defjvp
+def _sqrt0_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    y = jnp.sqrt(x)
+    return y, dx * jnp.where(x == 0, 0.0, 0.5 / jnp.where(x == 0, 1.0, y))
 
 
 def wasserstein2(p: Any, q: Any, *, squared: bool = False) -> Float[Array, "*b"]:
@@ -410,8 +431,9 @@ def wasserstein2(p: Any, q: Any, *, squared: bool = False) -> Float[Array, "*b"]
     Args:
       p: a gkl_jax Gaussian.
       q: a gkl_jax Gaussian with the same latent size.
-      squared: return ``W2^2`` (smooth everywhere) instead of ``W2`` (whose gradient is infinite
-        at ``p == q``).
+      squared: return ``W2^2`` (smooth everywhere) instead of ``W2``. ``W2`` is not
+        differentiable at ``p == q`` (a cone); its gradient there is taken as 0, a valid
+        subgradient, so training through ``W2`` stays finite.
 
     Returns:
       ``W2(p, q)`` (or its square) with the broadcast batch shape.

@@ -16,7 +16,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from gkl_jax import checks
-from gkl_jax._linalg import solve_tril
+from gkl_jax._linalg import mm, solve_tril
 from gkl_jax._numerics import LOG_2PI, align_ranks, as_float_arrays
 
 __all__ = ["FullGaussian", "check_matrix_shapes", "diag_embed"]
@@ -41,10 +41,7 @@ def check_matrix_shapes(
         (when ``square``), its row count differs from the vector's size, or the batch shapes do
         not broadcast; the message names both arguments and shapes.
     """
-    if len(vec_shape) == 0:
-        raise ValueError(
-            f"{fn}: argument '{vec_name}' is a scalar (shape ()); it needs a trailing latent axis"
-        )
+    checks.check_event_shapes(fn, (vec_name,), (vec_shape,))  # a scalar vector raises
     if len(mat_shape) < 2:
         raise ValueError(
             f"{fn}: argument '{mat_name}' has shape {mat_shape}; it needs two trailing matrix axes"
@@ -236,7 +233,7 @@ class FullGaussian:
     def covariance(self) -> Float[Array, "*b d d"]:
         """The dense covariance ``L L^T``."""
         tril = self.scale_tril
-        return jnp.matmul(tril, jnp.swapaxes(tril, -1, -2), precision=jax.lax.Precision.HIGHEST)
+        return mm(tril, jnp.swapaxes(tril, -1, -2))
 
     def to_full(self) -> FullGaussian:
         """Itself (every family has ``to_full``)."""
@@ -256,10 +253,15 @@ class FullGaussian:
 
         Returns:
           The log-density, with the broadcast leading shape.
+
+        Raises:
+          TypeError: ``x`` is not a floating-point array. ValueError: its latent size differs or
+            its batch axes do not broadcast against ``mean`` and ``scale_tril``.
         """
         fn = "FullGaussian.log_prob"
         (x,) = as_float_arrays(fn, ("x",), (x,))
         checks.check_event_shapes(fn, ("x", "mean"), (x.shape, self.mean.shape))
+        check_matrix_shapes(fn, "x", x.shape, "scale_tril", self.scale_tril.shape)
         x, mean = align_ranks(x, self.mean)
         z = whiten(self.scale_tril, x - mean)
         maha, log_det = align_ranks(jnp.sum(z * z, axis=-1), self.log_det_cov())
@@ -269,8 +271,8 @@ class FullGaussian:
         """Reparameterized samples ``mean + L eps``, shape ``(*sample_shape, *batch, d)``."""
         shape = (*sample_shape, *self.batch_shape, self.event_size)
         eps = jax.random.normal(key, shape, self.dtype)
-        tril, mean, eps_ = align_ranks(self.scale_tril, self.mean[..., None], eps[..., None])
-        out = mean + jnp.matmul(tril, eps_, precision=jax.lax.Precision.HIGHEST)
+        mean, eps_ = align_ranks(self.mean[..., None], eps[..., None])
+        out = mean + mm(self.scale_tril, eps_)
         return out[..., 0]
 
     def entropy(self) -> Float[Array, "*b"]:

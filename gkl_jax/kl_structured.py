@@ -42,13 +42,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from gkl_jax import checks
-from gkl_jax._linalg import tril_solve_sumsq
-from gkl_jax._numerics import align_ranks, as_float_arrays, phi_log_ratio
+from gkl_jax._linalg import mm, tril_solve_sumsq
+from gkl_jax._numerics import align_ranks, as_float_arrays, compute_dtype, phi_log_ratio
 from gkl_jax.full import FullGaussian, check_matrix_shapes, diag_embed
 from gkl_jax.gaussians import DiagGaussian
 from gkl_jax.kl import diag_kl_terms, register_kl
@@ -56,7 +55,50 @@ from gkl_jax.low_rank import LowRankGaussian, woodbury
 
 __all__ = ["kl_full"]
 
-_HI = lax.Precision.HIGHEST
+_FIELDS = (
+    (FullGaussian, ("mean", "scale_tril")),
+    (LowRankGaussian, ("mean", "factor", "log_diag")),
+    (DiagGaussian, ("mean", "spread")),
+)
+
+
+def cast_pair(fn: str, p: Any, q: Any) -> tuple[Any, Any, Any]:
+    """``(p, q, dtype)`` with every parameter of both in their common compute dtype.
+
+    The dtype policy of :func:`gkl_jax._numerics.compute_dtype` for Gaussian pytrees (whose
+    leaves may have been cast by ``jax.tree_util.tree_map``): bfloat16/float16 become float32.
+
+    Raises:
+      TypeError: ``p`` or ``q`` is not a gkl_jax Gaussian, or a parameter is not a float array
+        (named as ``p.mean``, ``q.scale_tril``, ...).
+    """
+    names, leaves = [], []
+    for arg, g in (("p", p), ("q", q)):
+        fields = next((f for t, f in _FIELDS if isinstance(g, t)), None)
+        if fields is None:
+            raise TypeError(
+                f"{fn}: argument '{arg}' must be a DiagGaussian, FullGaussian or "
+                f"LowRankGaussian, got {type(g).__name__}"
+            )
+        for field in fields:
+            label = g.param if field == "spread" else field
+            names.append(f"{arg}.{label}")
+            leaves.append(getattr(g, field))
+    dtype = compute_dtype(fn, names, leaves)
+    cast = lambda g: jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), g)  # noqa: E731
+    return cast(p), cast(q), dtype
+
+
+def diag_pair(p: DiagGaussian, q: DiagGaussian) -> tuple[str, tuple[jax.Array, ...]]:
+    """``(param, (mean_p, spread_p, mean_q, spread_q))`` for the exact diagonal kernels.
+
+    Same parametrization on both sides: the stored spreads (a log-ratio of two given numbers is
+    exact). Mixed parametrizations go through log-variances (~eps * |log var| for a nearly
+    identical pair, as any mixed input must).
+    """
+    if p.param == q.param:
+        return p.param, (p.mean, p.spread, q.mean, q.spread)
+    return "log_var", (p.mean, p.log_var, q.mean, q.log_var)
 
 
 class _View(NamedTuple):
@@ -69,16 +111,12 @@ class _View(NamedTuple):
     factor: jax.Array | None
 
 
-def _view(g: Any, dtype: Any) -> _View:
-    cast = lambda a: a.astype(dtype)  # noqa: E731
+def _view(g: Any) -> _View:
     if isinstance(g, FullGaussian):
-        return _View(cast(g.mean), cast(g.scale_tril), None, "", None)
+        return _View(g.mean, g.scale_tril, None, "", None)
     if isinstance(g, LowRankGaussian):
-        factor = cast(g.factor) if g.rank else None
-        return _View(cast(g.mean), None, cast(g.log_diag), "log_var", factor)
-    if isinstance(g, DiagGaussian):
-        return _View(cast(g.mean), None, cast(g.spread), g.param, None)
-    raise TypeError(f"kl: unsupported distribution type {type(g).__name__}")
+        return _View(g.mean, None, g.log_diag, "log_var", g.factor if g.rank else None)
+    return _View(g.mean, None, g.spread, g.param, None)
 
 
 def _diag_of(v: _View) -> DiagGaussian:
@@ -89,28 +127,16 @@ def _sumsq(x: jax.Array, axes=(-2, -1)) -> jax.Array:
     return jnp.sum(jnp.square(x), axis=axes)
 
 
-def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
-    a, b = align_ranks(a, b)
-    return jnp.matmul(a, b, precision=_HI)
-
-
 def _diag_base_terms(vp: _View, vq: _View) -> jax.Array:
     """2 KL of the bases when q's base is diagonal (p's base diagonal or triangular)."""
-    dq = _diag_of(vq)
-    std_q = dq.std
     if vp.tril is None:
-        if vp.param == vq.param:
-            args = (vp.mean, vp.spread, vq.mean, vq.spread, vp.param)
-        else:
-            args = (vp.mean, _diag_of(vp).log_var, vq.mean, dq.log_var, "log_var")
-        return 2.0 * jnp.sum(diag_kl_terms(*args), axis=-1)
+        param, args = diag_pair(_diag_of(vp), _diag_of(vq))
+        return 2.0 * jnp.sum(diag_kl_terms(*args, param), axis=-1)
+    std_q = _diag_of(vq).std
     tril_p, std_col = align_ranks(vp.tril, std_q[..., :, None])
     off = _sumsq(jnp.tril(tril_p, -1) / std_col)
-    diag_p, std_q_, mean_p, mean_q = align_ranks(
-        jnp.diagonal(vp.tril, axis1=-2, axis2=-1), std_q, vp.mean, vq.mean
-    )
-    z = (mean_p - mean_q) / std_q_
-    rest = jnp.sum(phi_log_ratio(diag_p, std_q_, power=2) + z * z, axis=-1)
+    diag_p = jnp.diagonal(vp.tril, axis1=-2, axis2=-1)  # a diagonal p with stds diag(L_p)
+    rest = 2.0 * jnp.sum(diag_kl_terms(vp.mean, diag_p, vq.mean, std_q, "std"), axis=-1)
     off, rest = align_ranks(off, rest)
     return off + rest
 
@@ -127,8 +153,8 @@ def _kl_structured(p: Any, q: Any) -> jax.Array:
     )
     batch = tuple(jnp.broadcast_shapes(p.batch_shape, q.batch_shape))
     d = p.event_size
-    dtype = jnp.promote_types(p.dtype, q.dtype)
-    vp, vq = _view(p, dtype), _view(q, dtype)
+    p, q, dtype = cast_pair("kl", p, q)
+    vp, vq = _view(p), _view(q)
     mean_p, mean_q = align_ranks(vp.mean, vq.mean)
     delta = jnp.broadcast_to(mean_p - mean_q, (*batch, d))
     parts = []  # terms of 2 KL, each broadcastable to batch
@@ -143,14 +169,14 @@ def _kl_structured(p: Any, q: Any) -> jax.Array:
             wb = woodbury(vq.factor, vq.spread)
             u = wb.u  # (*b, k, d): Sigma_q^{-1} = Psi_q^{-1} - u^T u
             parts.append(wb.log_det_cap)
-            parts.append(-_sumsq(_mm(u, delta[..., None])))
+            parts.append(-_sumsq(mm(u, delta[..., None])))
             if vp.tril is None:
                 var_p, col = align_ranks(_diag_of(vp).var, _sumsq(u, axes=-2))
                 parts.append(-jnp.sum(var_p * col, axis=-1))
             else:
-                parts.append(-_sumsq(_mm(u, vp.tril)))
+                parts.append(-_sumsq(mm(u, vp.tril)))
             if vp.factor is not None:
-                parts.append(-_sumsq(_mm(u, vp.factor)))
+                parts.append(-_sumsq(mm(u, vp.factor)))
     else:
         tril_q = jnp.broadcast_to(vq.tril, (*batch, d, d))
         if vp.tril is not None:
@@ -233,6 +259,8 @@ def kl_full(
     ):
         check_matrix_shapes(fn, vn, v.shape, mn, m.shape)
     checks.check_event_shapes(fn, ("mean_p", "mean_q"), (m_p.shape, m_q.shape))
+    # (*b, d, d) factors: the trailing d is the latent axis, the rest broadcasts like a batch
+    checks.check_event_shapes(fn, ("scale_tril_p", "scale_tril_q"), (l_p.shape, l_q.shape))
     for name, value in zip(names, (m_p, l_p, m_q, l_q), strict=True):
         checks.check_finite(fn, name, value)
         if name.startswith("scale"):

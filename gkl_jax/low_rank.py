@@ -28,12 +28,11 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from gkl_jax import checks
+from gkl_jax._linalg import HI, mm
 from gkl_jax._numerics import LOG_2PI, align_ranks, as_float_arrays
 from gkl_jax.full import FullGaussian, check_matrix_shapes, diag_embed
 
 __all__ = ["LowRankGaussian", "Woodbury", "woodbury"]
-
-_HI = lax.Precision.HIGHEST
 
 
 class Woodbury(NamedTuple):
@@ -57,7 +56,7 @@ def woodbury(factor: jax.Array, log_diag: jax.Array) -> Woodbury:
     inv_diag = jnp.exp(-log_diag)
     a = factor * inv_diag[..., None]  # Psi^{-1} W, (*b, d, k)
     k = factor.shape[-1]
-    gram = jnp.einsum("...dk,...dl->...kl", factor, a, precision=_HI)
+    gram = jnp.einsum("...dk,...dl->...kl", factor, a, precision=HI)
     cap = gram + jnp.eye(k, dtype=gram.dtype).reshape((1,) * (gram.ndim - 2) + (k, k))
     chol = jnp.linalg.cholesky(cap)
     batch = jnp.broadcast_shapes(chol.shape[:-2], a.shape[:-2])
@@ -185,7 +184,7 @@ class LowRankGaussian:
     def covariance(self) -> Float[Array, "*b d d"]:
         """The dense ``d x d`` covariance (``O(d^2 k)``; for inspection and tests)."""
         w = self.factor
-        dense = jnp.matmul(w, jnp.swapaxes(w, -1, -2), precision=_HI)
+        dense = mm(w, jnp.swapaxes(w, -1, -2))
         dense, diag = align_ranks(dense, diag_embed(jnp.exp(self.log_diag)))
         return dense + diag
 
@@ -205,10 +204,17 @@ class LowRankGaussian:
 
         Returns:
           The log-density, with the broadcast leading shape.
+
+        Raises:
+          TypeError: ``x`` is not a floating-point array. ValueError: its latent size differs or
+            its batch axes do not broadcast against ``mean``, ``log_diag`` and ``factor``.
         """
         fn = "LowRankGaussian.log_prob"
         (x,) = as_float_arrays(fn, ("x",), (x,))
-        checks.check_event_shapes(fn, ("x", "mean"), (x.shape, self.mean.shape))
+        checks.check_event_shapes(
+            fn, ("x", "mean", "log_diag"), (x.shape, self.mean.shape, self.log_diag.shape)
+        )
+        check_matrix_shapes(fn, "x", x.shape, "factor", self.factor.shape, square=False)
         x, mean, log_diag = align_ranks(x, self.mean, self.log_diag)
         r = x - mean
         maha = jnp.sum(r * r * jnp.exp(-log_diag), axis=-1)

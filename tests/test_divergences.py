@@ -283,6 +283,65 @@ def test_jit_vmap_broadcast_and_bfloat16():
         assert fn(pb, qb).dtype == jnp.float32
 
 
+def test_pytrees_cast_after_construction_follow_the_dtype_policy():
+    """bf16 leaves (from tree_map) compute in float32, equal to the float32 result; int leaves
+    raise a TypeError naming the leaf. Full and low-rank members, every divergence."""
+    rng = np.random.default_rng(8)
+    p, _, _ = rand_dist("full", rng, (), d=3)
+    q, _, _ = rand_dist("lowrank", rng, (), d=3, k=1)
+    cast = lambda t, dt: jax.tree_util.tree_map(lambda a: a.astype(dt), t)  # noqa: E731
+    pb, qb = cast(p, jnp.bfloat16), cast(q, jnp.bfloat16)
+    p32, q32 = cast(pb, jnp.float32), cast(qb, jnp.float32)
+    fns = {**FUNCS, "renyi": lambda a, b: renyi(a, b, alpha=0.5)}
+    fns["renyi "] = lambda a, b: renyi(a, b, alpha=2.0)
+    for name, fn in fns.items():
+        out = fn(pb, qb)
+        assert out.dtype == jnp.float32, name
+        np.testing.assert_allclose(out, fn(p32, q32), rtol=1e-6, err_msg=name)
+        fn_name = name.strip()
+        with pytest.raises(TypeError, match=rf"{fn_name}: argument 'q.mean' has dtype int32"):
+            fn(p, cast(q, jnp.int32))
+        with pytest.raises(TypeError, match=rf"{fn_name}: argument 'p.mean' has dtype int32"):
+            fn(cast(p, jnp.int32), q)
+
+
+def test_nan_propagates_and_only_alpha_above_one_gives_inf():
+    nan = jnp.array([jnp.nan, 0.0])
+    d0 = DiagGaussian(jnp.zeros(2), jnp.zeros(2))
+    bad = (DiagGaussian(nan, jnp.zeros(2)), DiagGaussian(jnp.zeros(2), nan))
+    bad += (FullGaussian(nan, jnp.eye(2)), FullGaussian(jnp.zeros(2), jnp.diag(nan)))
+    for p in bad:
+        q = d0 if isinstance(p, DiagGaussian) else d0.to_full()
+        for fn in (
+            hellinger,
+            lambda a, b: renyi(a, b, alpha=0.5),
+            lambda a, b: renyi(a, b, alpha=2.0),
+        ):
+            assert np.isnan(float(fn(p, q))), p
+    # alpha > 1 outside the domain (1 + (1 - alpha) mu <= 0) with a finite mean part: inf
+    p = FullGaussian(jnp.ones(2), jnp.diag(jnp.array([3.0, 1.0])))
+    assert float(renyi(p, d0.to_full(), alpha=2.0)) == np.inf
+
+
+def test_wasserstein2_gradient_at_p_equals_q_is_zero():
+    """W2 is not differentiable at p == q; the gradient there is the subgradient 0, not NaN."""
+    rng = np.random.default_rng(9)
+    full = FullGaussian(rng.standard_normal(4), rand_tril(rng, (), 4))
+    diag = DiagGaussian(rng.standard_normal(4), rng.standard_normal(4))
+    g = jax.grad(wasserstein2)(diag, diag)  # W2 == 0 exactly
+    for leaf in jax.tree_util.tree_leaves(g):
+        np.testing.assert_array_equal(leaf, 0.0)
+    # full pair: the SVD leaves W2 ~ 1e-7, not 0; the gradient of this norm is finite, norm <= 1
+    g = np.concatenate(
+        [np.ravel(a) for a in jax.tree_util.tree_leaves(jax.grad(wasserstein2)(full, full))]
+    )
+    assert np.all(np.isfinite(g)) and np.linalg.norm(g) <= 1.0 + 1e-4
+    # away from p == q it is the ordinary gradient: d W2 / d mean_p = (mean_p - mean_q) / W2
+    p = DiagGaussian(diag.mean + 1.0, diag.spread)
+    g = jax.grad(lambda m: wasserstein2(DiagGaussian(m, diag.spread), diag))(p.mean)
+    np.testing.assert_allclose(g, np.ones(4) / 2.0, rtol=1e-6)
+
+
 def test_errors():
     p = DiagGaussian(jnp.zeros(3), jnp.zeros(3))
     q = FullGaussian(jnp.zeros(4), jnp.eye(4))

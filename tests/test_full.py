@@ -130,6 +130,12 @@ def test_shape_errors():
     p = FullGaussian(np.zeros(3), np.eye(3))
     with pytest.raises(ValueError, match=r"FullGaussian.log_prob: latent sizes"):
         p.log_prob(np.zeros(4))
+    # x's batch against scale_tril's (mean has none): a ValueError, not a jax TypeError
+    p = FullGaussian(np.zeros(3), np.broadcast_to(np.eye(3), (4, 3, 3)))
+    with pytest.raises(ValueError, match=r"'x' has shape \(2, 3\) and 'scale_tril' has shape \(4"):
+        p.log_prob(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"log_prob: batch shapes do not broadcast: 'mean'"):
+        FullGaussian(np.zeros((4, 3)), np.eye(3)).log_prob(np.zeros((2, 3)))
 
 
 def test_checked_mode_reports_values():

@@ -285,6 +285,37 @@ def test_bfloat16_inputs_compute_in_float32():
     np.testing.assert_allclose(out, ref, rtol=1e-5)
 
 
+def _cast(tree, dtype):
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a).astype(dtype), tree)
+
+
+def _int_leaf(g, i):
+    leaves, tree = jax.tree_util.tree_flatten(g)
+    leaves[i] = leaves[i].astype(jnp.int32)
+    return jax.tree_util.tree_unflatten(tree, leaves)
+
+
+def test_pytrees_cast_after_construction_follow_the_dtype_policy():
+    """bf16 leaves (e.g. from tree_map) compute in float32; int leaves raise, naming the leaf."""
+    rng = np.random.default_rng(12)
+    full, _, _ = rand_dist("full", rng, (), d=4)
+    low_rank, _, _ = rand_dist("lowrank", rng, (), d=4)
+    diag, _, _ = rand_dist("diag-std", rng, (), d=4)
+    for p, q in ((full, low_rank), (low_rank, diag)):
+        pb, qb = _cast(p, jnp.bfloat16), _cast(q, jnp.bfloat16)
+        out = kl(pb, qb)
+        assert out.dtype == jnp.float32
+        np.testing.assert_allclose(
+            out, kl(_cast(pb, jnp.float32), _cast(qb, jnp.float32)), rtol=1e-6
+        )
+    with pytest.raises(TypeError, match=r"kl: argument 'p.scale_tril' has dtype int32"):
+        kl(_int_leaf(full, 1), low_rank)
+    with pytest.raises(TypeError, match=r"kl: argument 'q.factor' has dtype int32"):
+        kl(full, _int_leaf(low_rank, 1))
+    with pytest.raises(TypeError, match=r"kl: argument 'q.mean' has dtype int32"):
+        kl(diag, _cast(full, jnp.int32))
+
+
 def test_mixed_precision_pair_promotes(x64):
     rng = np.random.default_rng(10)
     p = FullGaussian(rng.standard_normal(3).astype(np.float32), np.eye(3, dtype=np.float32))
@@ -304,6 +335,8 @@ def test_shape_errors():
         kl_full(jnp.zeros(3), jnp.eye(3), jnp.zeros(4), jnp.eye(4))
     with pytest.raises(ValueError, match=r"batch shapes do not broadcast"):
         kl_full(jnp.zeros((2, 3)), jnp.eye(3), jnp.zeros((4, 3)), jnp.eye(3))
+    with pytest.raises(ValueError, match=r"'scale_tril_q' has shape \(4, 3, 3\), against 'scale_"):
+        kl_full(jnp.zeros(3), jnp.ones((2, 3, 3)), jnp.zeros(3), jnp.ones((4, 3, 3)))
     with pytest.raises(TypeError, match="'scale_tril_q' has dtype int32"):
         kl_full(jnp.zeros(3), jnp.eye(3), jnp.zeros(3), jnp.eye(3, dtype=jnp.int32))
     p = FullGaussian(jnp.zeros(3), jnp.eye(3))

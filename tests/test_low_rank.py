@@ -84,6 +84,13 @@ def test_pytree_and_errors():
         LowRankGaussian(np.zeros(3), np.ones(3), np.zeros(3))
     with pytest.raises(ValueError, match="latent sizes"):
         LowRankGaussian(np.zeros(3), np.ones((3, 2)), np.zeros(4))
+    # x's batch is checked against every parameter's, naming the one that does not fit
+    lr = LowRankGaussian(np.zeros(3), np.ones((4, 3, 2)), np.zeros(3))
+    with pytest.raises(ValueError, match=r"'x' has shape \(2, 3\) and 'factor' has shape \(4"):
+        lr.log_prob(np.zeros((2, 3)))
+    lr = LowRankGaussian(np.zeros(3), np.ones((3, 2)), np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"'log_diag' has shape \(4, 3\), against 'x' \(2, 3\)"):
+        lr.log_prob(np.zeros((2, 3)))
     with pytest.raises(TypeError, match="'log_diag' has dtype int32"):
         LowRankGaussian(np.zeros(3), np.ones((3, 2)), np.zeros(3, np.int32))
     assert (
