@@ -48,9 +48,9 @@ from gkl_jax import checks
 from gkl_jax._linalg import HI, mm, solve_tril_tril
 from gkl_jax._numerics import align_ranks, log_ratio, phi
 from gkl_jax.full import FullGaussian, diag_embed
-from gkl_jax.gaussians import DiagGaussian
+from gkl_jax.gaussians import DiagGaussian, diag_pair
 from gkl_jax.kl import kl
-from gkl_jax.kl_structured import cast_pair, diag_pair
+from gkl_jax.kl_structured import cast_pair
 from gkl_jax.low_rank import LowRankGaussian, woodbury
 
 __all__ = ["bhattacharyya", "hellinger", "jeffreys", "renyi", "wasserstein2"]

@@ -237,3 +237,15 @@ class DiagGaussian:
     def _sum_log_var(self) -> jax.Array:
         """``sum(log_var)`` over the latent axis, broadcast to ``batch_shape``."""
         return jnp.broadcast_to(jnp.sum(self.log_var, axis=-1), self.batch_shape)
+
+
+def diag_pair(p: DiagGaussian, q: DiagGaussian) -> tuple[str, tuple[jax.Array, ...]]:
+    """``(param, (mean_p, spread_p, mean_q, spread_q))`` for the exact diagonal kernels.
+
+    Same parametrization on both sides: the stored spreads (a log-ratio of two given numbers is
+    exact). Mixed parametrizations go through log-variances (~eps * |log var| for a nearly
+    identical pair, as any mixed input must).
+    """
+    if p.param == q.param:
+        return p.param, (p.mean, p.spread, q.mean, q.spread)
+    return "log_var", (p.mean, p.log_var, q.mean, q.log_var)

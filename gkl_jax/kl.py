@@ -31,7 +31,7 @@ from jaxtyping import Array, Float
 
 from gkl_jax import checks
 from gkl_jax._numerics import align_ranks, as_float_arrays, phi_diff, phi_log_ratio, sum_last
-from gkl_jax.gaussians import DiagGaussian, Param, check_param, check_spread_values
+from gkl_jax.gaussians import DiagGaussian, Param, check_param, check_spread_values, diag_pair
 
 __all__ = ["kl", "kl_diag", "kl_diag_standard", "register_kl"]
 
@@ -257,19 +257,12 @@ def kl(p: Any, q: Any) -> Float[Array, "*b"]:
 
 @register_kl(DiagGaussian, DiagGaussian)
 def _kl_diag_diag(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
-    """Diagonal pair. Same parametrization on both sides: exact kernel on the stored values.
-
-    Mixed parametrizations (e.g. p from std, q from log-variance) go through log-variances; for a
-    nearly identical pair this costs ~eps * |log var| in the log-ratio, as any mixed input must.
-    """
+    """Diagonal pair: the exact kernel on the parametrization chosen by ``diag_pair``."""
     checks.check_event_shapes(
         "kl",
         ("p.mean", "p.spread", "q.mean", "q.spread"),
         (p.mean.shape, p.spread.shape, q.mean.shape, q.spread.shape),
     )
-    if p.param == q.param:
-        param, arrays = p.param, (p.mean, p.spread, q.mean, q.spread)
-    else:
-        param, arrays = "log_var", (p.mean, p.log_var, q.mean, q.log_var)
+    param, arrays = diag_pair(p, q)
     arrays = as_float_arrays("kl", ("p.mean", "p.spread", "q.mean", "q.spread"), arrays)
     return sum_last(diag_kl_terms(*arrays, param))

@@ -49,7 +49,7 @@ from gkl_jax import checks
 from gkl_jax._linalg import mm, tril_solve_sumsq
 from gkl_jax._numerics import align_ranks, as_float_arrays, compute_dtype, phi_log_ratio
 from gkl_jax.full import FullGaussian, check_matrix_shapes, diag_embed
-from gkl_jax.gaussians import DiagGaussian
+from gkl_jax.gaussians import DiagGaussian, diag_pair
 from gkl_jax.kl import diag_kl_terms, register_kl
 from gkl_jax.low_rank import LowRankGaussian, woodbury
 
@@ -87,18 +87,6 @@ def cast_pair(fn: str, p: Any, q: Any) -> tuple[Any, Any, Any]:
     dtype = compute_dtype(fn, names, leaves)
     cast = lambda g: jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), g)  # noqa: E731
     return cast(p), cast(q), dtype
-
-
-def diag_pair(p: DiagGaussian, q: DiagGaussian) -> tuple[str, tuple[jax.Array, ...]]:
-    """``(param, (mean_p, spread_p, mean_q, spread_q))`` for the exact diagonal kernels.
-
-    Same parametrization on both sides: the stored spreads (a log-ratio of two given numbers is
-    exact). Mixed parametrizations go through log-variances (~eps * |log var| for a nearly
-    identical pair, as any mixed input must).
-    """
-    if p.param == q.param:
-        return p.param, (p.mean, p.spread, q.mean, q.spread)
-    return "log_var", (p.mean, p.log_var, q.mean, q.log_var)
 
 
 class _View(NamedTuple):

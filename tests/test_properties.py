@@ -94,7 +94,10 @@ def test_array_api_equals_pytree_api(args, param):
         )
         for x in (lp, lq)
     )
-    p, q = DiagGaussian.from_param(mp, sp, param=param), DiagGaussian.from_param(mq, sq, param=param)
+    p, q = (
+        DiagGaussian.from_param(mp, sp, param=param),
+        DiagGaussian.from_param(mq, sq, param=param),
+    )
     np.testing.assert_array_equal(kl(p, q), kl_diag(mp, sp, mq, sq, param=param))
 
 
