@@ -30,7 +30,14 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from gkl_jax import checks
-from gkl_jax._numerics import align_ranks, as_float_arrays, phi_diff, phi_log_ratio, sum_last
+from gkl_jax._numerics import (
+    align_ranks,
+    as_float_arrays,
+    compute_dtype,
+    phi_diff,
+    phi_log_ratio,
+    sum_last,
+)
 from gkl_jax.gaussians import DiagGaussian, Param, check_param, check_spread_values, diag_pair
 
 __all__ = ["kl", "kl_diag", "kl_diag_standard", "register_kl"]
@@ -258,11 +265,13 @@ def kl(p: Any, q: Any) -> Float[Array, "*b"]:
 @register_kl(DiagGaussian, DiagGaussian)
 def _kl_diag_diag(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
     """Diagonal pair: the exact kernel on the parametrization chosen by ``diag_pair``."""
-    checks.check_event_shapes(
-        "kl",
-        ("p.mean", "p.spread", "q.mean", "q.spread"),
-        (p.mean.shape, p.spread.shape, q.mean.shape, q.spread.shape),
+    names = ("p.mean", "p.spread", "q.mean", "q.spread")
+    leaves = (p.mean, p.spread, q.mean, q.spread)
+    checks.check_event_shapes("kl", names, [a.shape for a in leaves])
+    dtype = compute_dtype("kl", names, leaves)  # cast before any log of a mixed parametrization
+    p, q = (
+        DiagGaussian.tree_unflatten(d.param, (d.mean.astype(dtype), d.spread.astype(dtype)))
+        for d in (p, q)
     )
     param, arrays = diag_pair(p, q)
-    arrays = as_float_arrays("kl", ("p.mean", "p.spread", "q.mean", "q.spread"), arrays)
     return sum_last(diag_kl_terms(*arrays, param))
