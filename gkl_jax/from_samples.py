@@ -51,6 +51,7 @@ References:
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Literal
 
@@ -144,6 +145,14 @@ def _rank_terms(dist2: jax.Array, k: int) -> tuple[jax.Array, jax.Array, jax.Arr
     return rank, log_d, log_next, valid
 
 
+def _jackknife_var(theta: jax.Array) -> jax.Array:
+    """Jackknife variance ``(g - 1) / g * sum_j (theta_j - mean(theta))^2`` of the ``g``
+    delete-one (or delete-a-group) replicates ``theta`` (leading axis); a constant shift of
+    all replicates does not change it."""
+    g = theta.shape[0]
+    return (g - 1) / g * jnp.sum(jnp.square(theta - jnp.mean(theta, axis=0)), axis=0)
+
+
 def _knn_estimate(
     x_p: jax.Array, x_q: jax.Array, k: int, block_size: int, max_ties: int
 ) -> Estimate:
@@ -179,7 +188,7 @@ def _knn_estimate(
     gain_q = jax.ops.segment_sum(
         jnp.where(used_q, delta_q[:, None], 0.0).ravel(), nu_idx.ravel(), num_segments=m
     )
-    var_q = (m - 1) / m * jnp.sum(jnp.square(gain_q - jnp.mean(gain_q)))
+    var_q = _jackknife_var(gain_q)  # the replicates, up to a common shift
     # delete-one jackknife over x_p: deleting x_p[l] drops its term and moves rho of every point
     # that had l among its first l_i neighbours to the next one.
     eps_p = half_d * (log_rho_next - log_rho)
@@ -188,68 +197,73 @@ def _knn_estimate(
         jnp.where(used_p, eps_p[:, None], 0.0).ravel(), rho_idx.ravel(), num_segments=n
     )
     theta = (jnp.sum(terms) - terms - loss_p) / (n - 1)
-    var_p = (n - 1) / n * jnp.sum(jnp.square(theta - jnp.mean(theta)))
+    var_p = _jackknife_var(theta)
     return Estimate(value, jnp.sqrt(var_p + var_q))
 
 
-def _group_stats(x: jax.Array, groups: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Centred data's per-group counts, sums and outer-product sums, and the centre."""
+def _group_stats(
+    x: jax.Array, groups: int, diag: bool
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Centred data's per-group counts ``(G,)``, sums ``(G, d)`` and second moments -- the
+    ``(G, d)`` sums of squares if ``diag``, else the ``(G, d, d)`` sums of outer products,
+    one ``(L, d)^T (L, d)`` matmul per group -- and the centre ``(d,)``. Never ``n x d x d``."""
     n = x.shape[0]
     center = jnp.mean(x, axis=0)
     xc = x - center[None, :]
-    gid_np = (np.arange(n) * groups) // n
-    gid = jnp.asarray(gid_np)
-    count = jnp.asarray(np.bincount(gid_np, minlength=groups), x.dtype)
-    s1 = jax.ops.segment_sum(xc, gid, num_segments=groups)
-    s2 = jax.ops.segment_sum(xc[:, :, None] * xc[:, None, :], gid, num_segments=groups)
-    return count, s1, s2, center
+    count_np = np.bincount((np.arange(n) * groups) // n, minlength=groups)  # contiguous groups
+    bounds = np.concatenate([[0], np.cumsum(count_np)])
+    parts = [xc[a:b] for a, b in itertools.pairwise(bounds)]  # static slices
+    s1 = jnp.stack([jnp.sum(part, axis=0) for part in parts])
+    if diag:
+        s2 = jnp.stack([jnp.sum(part * part, axis=0) for part in parts])
+    else:
+        hi = jax.lax.Precision.HIGHEST
+        s2 = jnp.stack([jnp.matmul(part.T, part, precision=hi) for part in parts])
+    return jnp.asarray(count_np, x.dtype), s1, s2, center
 
 
-def _fit(count, s1, s2, center):
-    """Mean and (unbiased) covariance from summed statistics of centred data (batched)."""
+def _fit(count, s1, s2, center, diag: bool):
+    """Mean and (unbiased) covariance -- or variances if ``diag`` -- from summed statistics of
+    centred data (batched over leading axes)."""
     count = jnp.asarray(count)[..., None]
     mean_c = s1 / count
-    outer = mean_c[..., :, None] * mean_c[..., None, :]
-    cov = (s2 - count[..., None] * outer) / (count[..., None] - 1)
+    if diag:
+        cov = (s2 - count * mean_c * mean_c) / (count - 1)
+    else:
+        outer = mean_c[..., :, None] * mean_c[..., None, :]
+        cov = (s2 - count[..., None] * outer) / (count[..., None] - 1)
     center, mean_c = align_ranks(center, mean_c)
     return center + mean_c, cov
 
 
 def _gaussian_kl(mean_p, cov_p, mean_q, cov_q, diag: bool) -> jax.Array:
     if diag:
-        var_p = jnp.diagonal(cov_p, axis1=-2, axis2=-1)
-        var_q = jnp.diagonal(cov_q, axis1=-2, axis2=-1)
-        return kl_diag(mean_p, var_p, mean_q, var_q, param="var")
+        return kl_diag(mean_p, cov_p, mean_q, cov_q, param="var")
     return kl_full(mean_p, jnp.linalg.cholesky(cov_p), mean_q, jnp.linalg.cholesky(cov_q))
 
 
 def _gaussian_estimate(x_p: jax.Array, x_q: jax.Array, diag: bool) -> Estimate:
-    stats_p = _group_stats(x_p, _GROUPS)
-    stats_q = _group_stats(x_q, _GROUPS)
+    stats_p = _group_stats(x_p, _GROUPS, diag)
+    stats_q = _group_stats(x_q, _GROUPS, diag)
 
     def total(stats):
         count, s1, s2, center = stats
         return jnp.sum(count), jnp.sum(s1, axis=0), jnp.sum(s2, axis=0), center
 
     tot_p, tot_q = total(stats_p), total(stats_q)
-    mean_p, cov_p = _fit(*tot_p)
-    mean_q, cov_q = _fit(*tot_q)
+    mean_p, cov_p = _fit(*tot_p, diag)
+    mean_q, cov_q = _fit(*tot_q, diag)
     value = _gaussian_kl(mean_p, cov_p, mean_q, cov_q, diag)
 
-    def leave_out(tot, stats):  # the fits without each group: (G, d), (G, d, d)
+    def leave_out(tot, stats):  # the fits without each group: (G, d), (G, d[, d])
         count, s1, s2, _ = stats
-        return _fit(tot[0] - count, tot[1][None] - s1, tot[2][None] - s2, tot[3])
+        return _fit(tot[0] - count, tot[1][None] - s1, tot[2][None] - s2, tot[3], diag)
 
     m_p, v_p = leave_out(tot_p, stats_p)
     m_q, v_q = leave_out(tot_q, stats_q)
     theta_p = _gaussian_kl(m_p, v_p, mean_q[None], cov_q[None], diag)
     theta_q = _gaussian_kl(mean_p[None], cov_p[None], m_q, v_q, diag)
-    g = _GROUPS
-
-    def jack(theta):
-        return (g - 1) / g * jnp.sum(jnp.square(theta - jnp.mean(theta)))
-
-    return Estimate(value, jnp.sqrt(jack(theta_p) + jack(theta_q)))
+    return Estimate(value, jnp.sqrt(_jackknife_var(theta_p) + _jackknife_var(theta_q)))
 
 
 def kl_from_samples(

@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
@@ -153,10 +154,17 @@ class GaussianMixture:
 
         Returns:
           The log-density, with the broadcast leading shape.
+
+        Raises:
+          TypeError: ``x`` is not a floating-point array.
+          ValueError: ``x``'s last axis is not the event size, or its leading axes do not
+            broadcast against the batch shape (at trace time; the message names both shapes).
         """
         fn = "GaussianMixture.log_prob"
         (x,) = as_float_arrays(fn, ("x",), (x,))
-        checks.check_event_shapes(fn, ("x", "components.mean"), (x.shape, (self.event_size,)))
+        checks.check_event_shapes(
+            fn, ("mixture", "x"), ((*self.batch_shape, self.event_size), x.shape)
+        )
         comp = self.components.log_prob(x[..., None, :])  # (*s, *batch, K)
         comp, log_w = align_ranks(comp, self.log_weights)
         return jax.nn.logsumexp(comp + log_w, axis=-1)
@@ -190,6 +198,13 @@ class GaussianMixture:
 Mixable = GaussianMixture | DiagGaussian
 
 
+def _static_int(fn: str, name: str, value: Any) -> int:
+    """A static integer option: a Python or NumPy int (not a bool, a float or an array)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{fn}: {name} must be a Python int, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
 def _as_mixture(fn: str, name: str, dist: Any) -> GaussianMixture:
     """A DiagGaussian as a one-component mixture; a mixture as is."""
     if isinstance(dist, GaussianMixture):
@@ -216,18 +231,9 @@ def _pairwise_kl(f: GaussianMixture, g: GaussianMixture) -> jax.Array:
 
 def _prepare(fn: str, p: Any, q: Any) -> tuple[GaussianMixture, GaussianMixture]:
     f, g = _as_mixture(fn, "p", p), _as_mixture(fn, "q", q)
-    if f.event_size != g.event_size:
-        raise ValueError(
-            f"{fn}: latent sizes differ: 'p' has event size {f.event_size} and 'q' has "
-            f"event size {g.event_size}"
-        )
-    try:
-        jnp.broadcast_shapes(f.batch_shape, g.batch_shape)
-    except ValueError:
-        raise ValueError(
-            f"{fn}: batch shapes do not broadcast: 'p' has batch shape {f.batch_shape} and 'q' "
-            f"has batch shape {g.batch_shape}"
-        ) from None
+    checks.check_event_shapes(
+        fn, ("p", "q"), ((*f.batch_shape, f.event_size), (*g.batch_shape, g.event_size))
+    )
     return f, g
 
 
@@ -310,7 +316,8 @@ def kl_mixture_upper_bound(p: Mixable, q: Mixable, *, num_iters: int = 10) -> Fl
       The upper bound, shape ``broadcast(b_p, b_q)``.
 
     Raises:
-      TypeError: an argument is neither a GaussianMixture nor a DiagGaussian.
+      TypeError: an argument is neither a GaussianMixture nor a DiagGaussian, or ``num_iters``
+        is not an int (a bool is not accepted).
       ValueError: the latent sizes differ, the batch shapes do not broadcast, or
         ``num_iters < 0``.
 
@@ -327,8 +334,9 @@ def kl_mixture_upper_bound(p: Mixable, q: Mixable, *, num_iters: int = 10) -> Fl
       Array(0.5, dtype=float32)
     """
     fn = "kl_mixture_upper_bound"
-    if not isinstance(num_iters, int) or num_iters < 0:
-        raise ValueError(f"{fn}: num_iters must be a non-negative int, got {num_iters!r}")
+    num_iters = _static_int(fn, "num_iters", num_iters)
+    if num_iters < 0:
+        raise ValueError(f"{fn}: num_iters must be a non-negative int, got {num_iters}")
     f, g = _prepare(fn, p, q)
     kl_fg = _pairwise_kl(f, g)  # (*b, Ka, Kb)
     log_pi, log_w, kl_fg = align_ranks(
@@ -337,14 +345,22 @@ def kl_mixture_upper_bound(p: Mixable, q: Mixable, *, num_iters: int = 10) -> Fl
     log_phi = jnp.broadcast_to(log_pi + log_w, jnp.broadcast_shapes(kl_fg.shape, log_w.shape))
     log_psi = log_phi
 
+    def normalize(log_x, axis):
+        """``log_x - logsumexp(log_x, axis)``, with all -inf slices kept -inf (zero weights)."""
+        live = jnp.any(log_x > -jnp.inf, axis=axis, keepdims=True)
+        norm = jax.nn.logsumexp(jnp.where(live, log_x, 0.0), axis=axis, keepdims=True)
+        return log_x - jnp.where(live, norm, 0.0)
+
     def step(_, carry):
         log_phi, log_psi = carry
-        t = log_psi - kl_fg
-        log_phi = log_pi + t - jax.nn.logsumexp(t, axis=-1, keepdims=True)
-        log_psi = log_w + log_phi - jax.nn.logsumexp(log_phi, axis=-2, keepdims=True)
+        log_phi = log_pi + normalize(log_psi - kl_fg, -1)
+        log_psi = log_w + normalize(log_phi, -2)
         return log_phi, log_psi
 
     log_phi, log_psi = jax.lax.fori_loop(0, num_iters, step, (log_phi, log_psi))
-    phi = jnp.exp(log_phi)
-    terms = jnp.where(phi > 0, phi * (log_phi - log_psi + kl_fg), 0.0)
-    return jnp.sum(terms, axis=(-2, -1))
+    # Pairs with phi_ab = 0 (a zero-weight component) contribute 0; the double where keeps
+    # their -inf - (-inf) out of both the value and the gradient.
+    used = log_phi > -jnp.inf
+    log_phi_u, log_psi_u = jnp.where(used, log_phi, 0.0), jnp.where(used, log_psi, 0.0)
+    terms = jnp.exp(log_phi_u) * (log_phi_u - log_psi_u + kl_fg)
+    return jnp.sum(jnp.where(used, terms, 0.0), axis=(-2, -1))

@@ -72,10 +72,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from gkl_jax._numerics import align_ranks, log_ratio, phi
+from gkl_jax import checks
+from gkl_jax._numerics import align_ranks, expm1, phi
+from gkl_jax.divergences import _log_var_ratio
 from gkl_jax.gaussians import DiagGaussian
 from gkl_jax.kl import kl
-from gkl_jax.mixtures import GaussianMixture
+from gkl_jax.mixtures import GaussianMixture, _static_int
 
 __all__ = ["Estimate", "kl_mc"]
 
@@ -152,17 +154,12 @@ def _diag_log_ratio(p: DiagGaussian, q: DiagGaussian, eps: jax.Array):
     ``eps * |log p|`` absolute, which is all of a KL of 1e-7. Returns ``(log_r, magnitude)``,
     the latter the size of the summed terms (for the rounding part of the standard error).
     """
-    if p.param == q.param:
-        spread_p, spread_q = align_ranks(p.spread, q.spread)
-    else:
-        spread_p, spread_q = align_ranks(p.log_var, q.log_var)
-    if p.param != q.param or p.param == "log_var":
-        ell = 0.5 * (spread_p - spread_q)
-    else:
-        ell = log_ratio(spread_p, spread_q) * (0.5 if p.param == "var" else 1.0)
-    mean_p, mean_q, std_q, ell = align_ranks(p.mean, q.mean, q.std, ell)
-    slope = (mean_p - mean_q) / std_q * jnp.exp(ell)
-    curve = 0.5 * jnp.expm1(2.0 * ell)
+    # log(std_p / std_q) by the same exact log-ratio as the closed forms; u = (mean_p - mean_q)
+    # / std_q in q's stored parametrization; the constant part is kl(p, q) itself.
+    ell = 0.5 * _log_var_ratio(p, q)
+    u, ell = align_ranks(q._standardize(p.mean), ell)
+    slope = u * jnp.exp(ell)
+    curve = 0.5 * expm1(2.0 * ell)
     slope, curve, eps = align_ranks(slope, curve, eps)
     lin, quad = slope * eps, curve * (eps * eps - 1)
     noise = jnp.sum(lin + quad, axis=-1)
@@ -282,7 +279,8 @@ def kl_mc(
       ValueError: unknown ``estimator``; ``num_samples`` too small (< 2 units) or odd with
         antithetic pairs; latent sizes differ or batch shapes do not broadcast; antithetic
         pairs or control variates asked for a ``p`` that does not expose its noise.
-      TypeError: ``q`` is neither a distribution nor callable.
+      TypeError: ``num_samples`` is not an int (a bool is not accepted); ``q`` is neither a
+        distribution nor callable.
 
     References:
       Schulman (2020) for k1/k2/k3; Glasserman (2004), Ch. 4; Roeder et al. (2017).
@@ -300,9 +298,7 @@ def kl_mc(
     fn = "kl_mc"
     if estimator not in _ESTIMATORS:
         raise ValueError(f"{fn}: estimator must be one of {_ESTIMATORS}, got {estimator!r}")
-    if not isinstance(num_samples, int | np.integer) or isinstance(num_samples, bool):
-        raise ValueError(f"{fn}: num_samples must be a Python int, got {num_samples!r}")
-    num_samples = int(num_samples)
+    num_samples = _static_int(fn, "num_samples", num_samples)
     log_q = _log_density(fn, q)
     if not hasattr(p, "sample") or not hasattr(p, "log_prob"):
         raise TypeError(
@@ -333,19 +329,11 @@ def kl_mc(
         )
 
     d = p.event_size
-    q_event = getattr(q, "event_size", d)
-    if q_event != d:
-        raise ValueError(
-            f"{fn}: latent sizes differ: 'p' has event size {d} and 'q' has event size {q_event}"
-        )
     batch_p = tuple(p.batch_shape)
-    try:
-        batch = tuple(jnp.broadcast_shapes(batch_p, tuple(getattr(q, "batch_shape", ()))))
-    except ValueError:
-        raise ValueError(
-            f"{fn}: batch shapes do not broadcast: 'p' has batch shape {batch_p} and 'q' has "
-            f"batch shape {q.batch_shape}"
-        ) from None
+    shapes = [(*batch_p, d)]
+    if hasattr(q, "event_size"):  # a distribution; a callable log-density must broadcast itself
+        shapes.append((*getattr(q, "batch_shape", ()), q.event_size))
+    batch, _ = checks.check_event_shapes(fn, ("p", "q")[: len(shapes)], shapes)
 
     draw = _draw(p, key, units, antithetic)
     x = draw.x if draw.x_anti is None else jnp.concatenate([draw.x, draw.x_anti], axis=0)

@@ -137,8 +137,13 @@ def test_constructor_errors():
     with pytest.raises(ValueError, match="do not broadcast"):
         GaussianMixture(jnp.zeros((2, 3)), DiagGaussian(jnp.zeros((5, 3, 2)), jnp.zeros(2)))
     mix = GaussianMixture(jnp.zeros(3), comps)
-    with pytest.raises(ValueError, match="latent sizes"):
+    with pytest.raises(ValueError, match=r"latent sizes.*\(2,\).*'x' has shape \(5,\)"):
         mix.log_prob(jnp.zeros(5))
+    # x is checked against the mixture's batch shape at trace time, also under jit
+    batched = GaussianMixture(jnp.zeros((4, 3)), comps)
+    with pytest.raises(ValueError, match=r"do not broadcast: 'x' has shape \(3, 2\).*\(4, 2\)"):
+        jax.jit(batched.log_prob)(jnp.zeros((3, 2)))
+    assert batched.log_prob(jnp.zeros((2, 1, 2))).shape == (2, 4)
 
 
 def test_kl_dispatch_still_points_to_kl_mc():
@@ -209,14 +214,44 @@ def test_hershey_olsen_jit_vmap_grad_and_errors():
         np.testing.assert_allclose(jax.jit(jax.vmap(f, in_axes=(0, None)))(p, q), want, rtol=1e-5)
         g = jax.jit(jax.grad(lambda m, f=f: jnp.sum(f(m, q))))(p)
         assert np.all(np.isfinite(g.components.mean)) and np.all(np.isfinite(g.logits))
-    with pytest.raises(ValueError, match="latent sizes differ"):
+    # the same messages as every other pair function (gkl_jax.checks.check_event_shapes)
+    with pytest.raises(ValueError, match=r"latent sizes \(last axis\) differ: 'p' has shape"):
         kl_var(p, DiagGaussian(jnp.zeros(3), jnp.zeros(3)))
-    with pytest.raises(ValueError, match="batch shapes do not broadcast"):
+    with pytest.raises(ValueError, match=r"do not broadcast: 'q' has shape \(4, 2\).*\(5, 2\)"):
         kl_mixture_upper_bound(p, random_mixture(13, (4,), 2, 2))
     with pytest.raises(TypeError, match="'q' must be a GaussianMixture or a DiagGaussian"):
         kl_mixture_variational(p, "q")
-    with pytest.raises(ValueError, match="num_iters"):
+    with pytest.raises(ValueError, match="num_iters must be a non-negative int, got -1"):
         kl_mixture_upper_bound(p, q, num_iters=-1)
+    # non-ints are type errors; a bool is not an int here (it used to crash in fori_loop)
+    with pytest.raises(TypeError, match="num_iters must be a Python int, got bool True"):
+        kl_mixture_upper_bound(p, q, num_iters=True)
+    with pytest.raises(TypeError, match=r"num_iters must be a Python int, got float 2\.0"):
+        kl_mixture_upper_bound(p, q, num_iters=2.0)
+    assert np.isfinite(float(kl_mixture_upper_bound(q, q, num_iters=np.int64(2))))
+
+
+def test_upper_bound_zero_weight_component_value_and_gradient():
+    """A component with weight 0 (logit -inf) changes neither the bound nor the gradients of the
+    other parameters, on either side, and gets finite gradients itself (no -inf - -inf)."""
+    comps = DiagGaussian(jnp.array([[-1.0, 0.0], [1.0, 0.0], [3.0, 1.0]]), jnp.zeros((3, 2)))
+    three = GaussianMixture(jnp.array([0.0, 1.0, -jnp.inf]), comps)
+    two = GaussianMixture(jnp.array([0.0, 1.0]), jax.tree_util.tree_map(lambda a: a[:2], comps))
+    other = random_mixture(14, (), 2, 2)
+    grad = jax.jit(jax.value_and_grad(upper, argnums=(0, 1)), static_argnames="num_iters")
+    for num_iters in (0, 3):
+        for side in (0, 1):
+            args3 = (three, other) if side == 0 else (other, three)
+            args2 = (two, other) if side == 0 else (other, two)
+            v3, g3 = grad(*args3, num_iters=num_iters)
+            v2, g2 = grad(*args2, num_iters=num_iters)
+            np.testing.assert_allclose(v3, v2, rtol=1e-6)
+            assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(g3))
+            np.testing.assert_allclose(g3[side].logits[:2], g2[side].logits, atol=1e-6)
+            np.testing.assert_allclose(
+                g3[side].components.mean[:2], g2[side].components.mean, atol=1e-6
+            )
+            np.testing.assert_allclose(g3[1 - side].logits, g2[1 - side].logits, atol=1e-6)
 
 
 def test_exports():

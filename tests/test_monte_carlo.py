@@ -12,6 +12,7 @@ from scipy.special import logsumexp
 
 import gkl_jax
 from gkl_jax import DiagGaussian, Estimate, GaussianMixture, kl, kl_mc
+from gkl_jax.monte_carlo import _diag_log_ratio
 
 
 def np_kl_diag(mp, lp, mq, lq):
@@ -324,11 +325,15 @@ def test_errors():
         kl_mc(key, p, p, num_samples=7)
     with pytest.raises(ValueError, match="at least 2"):
         kl_mc(key, p, p, num_samples=2)
-    with pytest.raises(ValueError, match="num_samples must be a Python int"):
+    with pytest.raises(TypeError, match=r"num_samples must be a Python int, got float 8\.0"):
         kl_mc(key, p, p, num_samples=8.0)
-    with pytest.raises(ValueError, match="'p' has event size 3 and 'q' has event size 2"):
+    with pytest.raises(TypeError, match="num_samples must be a Python int, got bool True"):
+        kl_mc(key, p, p, num_samples=True)
+    with pytest.raises(
+        ValueError, match=r"latent sizes \(last axis\) differ: 'p' has shape \(3,\)"
+    ):
         kl_mc(key, p, DiagGaussian(jnp.zeros(2), jnp.zeros(2)), num_samples=8)
-    with pytest.raises(ValueError, match=r"batch shapes do not broadcast.*\(2,\).*\(3,\)"):
+    with pytest.raises(ValueError, match=r"do not broadcast: 'q' has shape \(3, 3\).*\(2, 3\)"):
         kl_mc(
             key,
             DiagGaussian(jnp.zeros((2, 3)), jnp.zeros(3)),
@@ -341,6 +346,22 @@ def test_errors():
         kl_mc(key, lambda x: x, p, num_samples=8)
     with pytest.raises(TypeError, match=r"gkl_jax\.kl_mc\(key, p, q, num_samples=1024\)"):
         kl(MIX_P, GAUSS)
+
+
+@pytest.mark.parametrize(("param_p", "param_q"), [("std", "std"), ("var", "log_var")])
+def test_diag_log_ratio_matches_log_densities(x64, param_p, param_q):
+    """The cancellation-free log-ratio equals log q(x) - log p(x) (float64, any parametrization)."""
+    rng = np.random.default_rng(21)
+    mp, mq = rng.normal(size=(2, 5)), rng.normal(size=(2, 5))
+    lp, lq = 0.5 * rng.normal(size=(2, 5)), 0.5 * rng.normal(size=(2, 5))
+    to = {"log_var": lambda lv: lv, "var": np.exp, "std": lambda lv: np.exp(0.5 * lv)}
+    p = DiagGaussian.from_param(mp, to[param_p](lp), param=param_p)
+    q = DiagGaussian.from_param(mq, to[param_q](lq), param=param_q)
+    eps = rng.normal(size=(7, 2, 5))
+    log_r, magnitude = _diag_log_ratio(p, q, jnp.asarray(eps))
+    x = mp + np.exp(0.5 * lp) * eps
+    np.testing.assert_allclose(log_r, q.log_prob(x) - p.log_prob(x), rtol=1e-12, atol=1e-12)
+    assert log_r.shape == magnitude.shape == (7, 2) and np.all(magnitude >= 0)
 
 
 def test_exports():
