@@ -46,9 +46,9 @@ from jaxtyping import Array, Float
 
 from gkl_jax import checks
 from gkl_jax._linalg import HI, mm, solve_tril_tril
-from gkl_jax._numerics import align_ranks, log_ratio, phi
+from gkl_jax._numerics import align_ranks, phi
 from gkl_jax.full import FullGaussian, diag_embed
-from gkl_jax.gaussians import DiagGaussian, diag_pair
+from gkl_jax.gaussians import DiagGaussian, log_var_ratio
 from gkl_jax.kl import kl
 from gkl_jax.kl_structured import cast_pair
 from gkl_jax.low_rank import LowRankGaussian, woodbury
@@ -73,15 +73,6 @@ def _check_alpha(fn: str, alpha: Any) -> float:
     if not (math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"{fn}: alpha must be a finite number > 0, got {alpha}")
     return alpha
-
-
-def _log_var_ratio(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
-    """``log(var_p / var_q)`` per dimension, exact for equal parametrizations."""
-    param, (_, a, _, b) = diag_pair(p, q)
-    a, b = align_ranks(a, b)
-    if param == "log_var":
-        return a - b
-    return (1.0 if param == "var" else 2.0) * log_ratio(a, b)
 
 
 def _g(x: jax.Array, alpha: float) -> jax.Array:
@@ -191,7 +182,7 @@ def _renyi_parts(fn: str, p: Any, q: Any, alpha: float):
     """``(spectral, maha)`` with ``D_alpha = spectral / (2 (1 - alpha)) + alpha / 2 * maha``."""
     p, q, batch, d, dtype = _check_pair(fn, p, q)
     if isinstance(p, DiagGaussian) and isinstance(q, DiagGaussian):
-        x = _log_var_ratio(p, q)
+        x = log_var_ratio(p, q)
         mean_p, mean_q, var_p, var_q = align_ranks(p.mean, q.mean, p.var, q.var)
         var_a = alpha * var_q + (1.0 - alpha) * var_p
         diff = mean_p - mean_q
@@ -379,7 +370,7 @@ def _wasserstein2(p: Any, q: Any, squared: bool) -> jax.Array:
             a, b = align_ranks(p.spread, q.spread)
             diff = a - b
         else:  # std_p - std_q = std_q * expm1(log(std_p / std_q)), no cancellation
-            half_x = 0.5 * _log_var_ratio(p, q)
+            half_x = 0.5 * log_var_ratio(p, q)
             std_q, half_x = align_ranks(q.std, half_x)
             diff = std_q * jnp.expm1(half_x)
         spread_term = jnp.sum(jnp.square(diff), axis=-1)

@@ -15,7 +15,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from gkl_jax import checks
-from gkl_jax._numerics import LOG_2PI, align_ranks, as_float_arrays
+from gkl_jax._numerics import LOG_2PI, align_ranks, as_float_arrays, log_ratio
 
 __all__ = ["DiagGaussian", "Param"]
 
@@ -249,3 +249,12 @@ def diag_pair(p: DiagGaussian, q: DiagGaussian) -> tuple[str, tuple[jax.Array, .
     if p.param == q.param:
         return p.param, (p.mean, p.spread, q.mean, q.spread)
     return "log_var", (p.mean, p.log_var, q.mean, q.log_var)
+
+
+def log_var_ratio(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
+    """``log(var_p / var_q)`` per dimension, exact for equal parametrizations."""
+    param, (_, a, _, b) = diag_pair(p, q)
+    a, b = align_ranks(a, b)
+    if param == "log_var":
+        return a - b
+    return (1.0 if param == "var" else 2.0) * log_ratio(a, b)

@@ -74,8 +74,7 @@ from jaxtyping import Array, Float
 
 from gkl_jax import checks
 from gkl_jax._numerics import align_ranks, expm1, phi
-from gkl_jax.divergences import _log_var_ratio
-from gkl_jax.gaussians import DiagGaussian
+from gkl_jax.gaussians import DiagGaussian, log_var_ratio
 from gkl_jax.kl import kl
 from gkl_jax.mixtures import GaussianMixture, _static_int
 
@@ -156,7 +155,7 @@ def _diag_log_ratio(p: DiagGaussian, q: DiagGaussian, eps: jax.Array):
     """
     # log(std_p / std_q) by the same exact log-ratio as the closed forms; u = (mean_p - mean_q)
     # / std_q in q's stored parametrization; the constant part is kl(p, q) itself.
-    ell = 0.5 * _log_var_ratio(p, q)
+    ell = 0.5 * log_var_ratio(p, q)
     u, ell = align_ranks(q._standardize(p.mean), ell)
     slope = u * jnp.exp(ell)
     curve = 0.5 * expm1(2.0 * ell)
