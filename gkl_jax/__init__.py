@@ -1,31 +1,38 @@
 """gkl_jax: exact, fast KL divergences between Gaussian distributions in JAX.
 
-The public API is re-exported here; see the modules for the math.
+The public API, re-exported flat from ``gkl_jax._src`` (see its docstring for the layout).
+Optional dependencies live in public subpackages: ``gkl_jax.nnx`` (Flax NNX).
 """
 
-from gkl_jax._numerics import phi
-from gkl_jax.checks import checked
-from gkl_jax.divergences import bhattacharyya, hellinger, jeffreys, renyi, wasserstein2
-from gkl_jax.from_samples import kl_from_samples
-from gkl_jax.full import FullGaussian
-from gkl_jax.gaussians import DiagGaussian
-from gkl_jax.kl import kl, kl_diag, kl_diag_standard, register_kl
-from gkl_jax.kl_structured import kl_full
-from gkl_jax.low_rank import LowRankGaussian
-from gkl_jax.mixtures import GaussianMixture, kl_mixture_upper_bound, kl_mixture_variational
-from gkl_jax.monte_carlo import Estimate, kl_mc
+from gkl_jax._src.base import Distribution, Estimate, Gaussian
+from gkl_jax._src.checks import checked, checking
+from gkl_jax._src.distributions.diag import DiagGaussian
+from gkl_jax._src.distributions.full import FullGaussian
+from gkl_jax._src.distributions.low_rank import LowRankGaussian
+from gkl_jax._src.distributions.mixture import GaussianMixture
+from gkl_jax._src.divergences import bhattacharyya, hellinger, jeffreys, renyi, wasserstein2
+from gkl_jax._src.from_samples import kl_from_samples
+from gkl_jax._src.kl.diag import kl_diag, kl_diag_standard
+from gkl_jax._src.kl.mixture import kl_mixture_upper_bound, kl_mixture_variational
+from gkl_jax._src.kl.registry import kl, register_kl
+from gkl_jax._src.kl.structured import kl_full
+from gkl_jax._src.monte_carlo import kl_mc
+from gkl_jax._src.numerics import phi
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DiagGaussian",
+    "Distribution",
     "Estimate",
     "FullGaussian",
+    "Gaussian",
     "GaussianMixture",
     "LowRankGaussian",
     "__version__",
     "bhattacharyya",
     "checked",
+    "checking",
     "hellinger",
     "jeffreys",
     "kl",

@@ -11,7 +11,7 @@ from jax.experimental import checkify
 
 import gkl_jax
 from gkl_jax import DiagGaussian, kl, kl_diag, kl_diag_standard
-from gkl_jax.checks import check_axis, check_event_shapes
+from gkl_jax._src.checks import check_axis, check_event_shapes
 
 GOOD = jnp.ones((2, 3))
 
@@ -47,7 +47,7 @@ def test_checked_mode_reports_the_offending_argument(args, kwargs, message):
     # also when the checked function is jitted, and through chex.chexify (which raises)
     err, _ = jax.jit(gkl_jax.checked(lambda *a: kl_diag(*a, **kwargs)))(*args)
     assert message in err.get()
-    with pytest.raises(Exception, match=re.escape(message)):
+    with pytest.raises(Exception, match=re.escape(message)), gkl_jax.checking():
         chex.chexify(lambda *a: kl_diag(*a, **kwargs), async_check=False)(*args)
 
 

@@ -185,7 +185,7 @@ def group_jackknife(x_p, x_q, diag, groups=16):
 
 def test_jackknife_variance_helper():
     """The one jackknife formula: for the delete-one means it is exactly var(x) / n."""
-    from gkl_jax.from_samples import _jackknife_var
+    from gkl_jax._src.from_samples import _jackknife_var
 
     x = np.random.default_rng(5).normal(size=50)
     theta = (x.sum() - x) / 49

@@ -10,7 +10,7 @@ from scipy import stats
 
 import gkl_jax
 from gkl_jax import DiagGaussian, FullGaussian
-from gkl_jax._linalg import solve_tril, solve_tril_tril, tril_solve_sumsq
+from gkl_jax._src.linalg import solve_tril, solve_tril_tril, tril_solve_sumsq
 from tests.test_kl_structured import rand_tril
 
 

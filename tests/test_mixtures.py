@@ -214,7 +214,7 @@ def test_hershey_olsen_jit_vmap_grad_and_errors():
         np.testing.assert_allclose(jax.jit(jax.vmap(f, in_axes=(0, None)))(p, q), want, rtol=1e-5)
         g = jax.jit(jax.grad(lambda m, f=f: jnp.sum(f(m, q))))(p)
         assert np.all(np.isfinite(g.components.mean)) and np.all(np.isfinite(g.logits))
-    # the same messages as every other pair function (gkl_jax.checks.check_event_shapes)
+    # the same messages as every other pair function (gkl_jax._src.checks.check_event_shapes)
     with pytest.raises(ValueError, match=r"latent sizes \(last axis\) differ: 'p' has shape"):
         kl_var(p, DiagGaussian(jnp.zeros(3), jnp.zeros(3)))
     with pytest.raises(ValueError, match=r"do not broadcast: 'q' has shape \(4, 2\).*\(5, 2\)"):

@@ -12,7 +12,7 @@ from scipy.special import logsumexp
 
 import gkl_jax
 from gkl_jax import DiagGaussian, Estimate, GaussianMixture, kl, kl_mc
-from gkl_jax.monte_carlo import _diag_log_ratio
+from gkl_jax._src.monte_carlo import _diag_log_ratio
 
 
 def np_kl_diag(mp, lp, mq, lq):

@@ -6,7 +6,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from gkl_jax._numerics import (
+from gkl_jax._src.numerics import (
     as_float_arrays,
     compute_dtype,
     log_ratio,

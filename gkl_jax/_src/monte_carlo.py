@@ -72,36 +72,18 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from gkl_jax import checks
-from gkl_jax._numerics import align_ranks, expm1, phi
-from gkl_jax.gaussians import DiagGaussian, log_var_ratio
-from gkl_jax.kl import kl
-from gkl_jax.mixtures import GaussianMixture, _static_int
+from gkl_jax._src import checks
+from gkl_jax._src.base import Estimate
+from gkl_jax._src.dispatch import Operation
+from gkl_jax._src.distributions.diag import DiagGaussian, log_var_ratio
+from gkl_jax._src.distributions.mixture import GaussianMixture
+from gkl_jax._src.kl.registry import kl
+from gkl_jax._src.numerics import align_ranks, expm1, phi
 
-__all__ = ["Estimate", "kl_mc"]
+__all__ = ["draw_with_noise", "kl_mc", "log_ratio_at_noise"]
 
 Estimator = Literal["auto", "k1", "k2", "k3"]
 _ESTIMATORS = ("auto", "k1", "k2", "k3")
-
-
-class Estimate(NamedTuple):
-    """A Monte Carlo or sample-based estimate and its standard error (a pytree).
-
-    Attributes:
-      value: the estimate, shape ``batch``.
-      stderr: its standard error, same shape. ``value +- 2 * stderr`` is a ~95% interval when
-        the estimator is unbiased.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from gkl_jax import Estimate
-      >>> value, stderr = Estimate(jnp.float32(1.5), jnp.float32(0.1))
-      >>> float(value)
-      1.5
-    """
-
-    value: Float[Array, "*b"]
-    stderr: Float[Array, "*b"]
 
 
 class _Draw(NamedTuple):
@@ -112,24 +94,38 @@ class _Draw(NamedTuple):
     log_weight: jax.Array | None  # (n, *batch_p) log pi_c of the chosen components
 
 
+# Draws from p that expose their standard-normal noise (antithetic pairs and control variates
+# need it), dispatched on p's type; a type without a registration is sampled as a black box.
+draw_with_noise = Operation("draw_with_noise", arity=1)
+
+
+@draw_with_noise.register(DiagGaussian)
+def _draw_diag(p: DiagGaussian, key: jax.Array, n: int, antithetic: bool) -> _Draw:
+    eps = jax.random.normal(key, (n, *p.batch_shape, p.event_size), p.dtype)
+    mean, std, eps = align_ranks(p.mean, p.std, eps)
+    scaled = std * eps
+    return _Draw(mean + scaled, mean - scaled if antithetic else None, eps, None, None)
+
+
+@draw_with_noise.register(GaussianMixture)
+def _draw_mixture(p: GaussianMixture, key: jax.Array, n: int, antithetic: bool) -> _Draw:
+    loc, scale, eps, c = p._sample_parts(key, (n,))
+    scaled = scale * eps
+    log_w = jnp.broadcast_to(p.log_weights, (*p.batch_shape, p.num_components))
+    log_w, idx = align_ranks(log_w, c[..., None])
+    log_w_c = jnp.take_along_axis(log_w, idx, axis=-1)[..., 0]
+    return _Draw(loc + scaled, loc - scaled if antithetic else None, eps, c, log_w_c)
+
+
 def _draw(p: Any, key: jax.Array, n: int, antithetic: bool) -> _Draw:
-    if isinstance(p, DiagGaussian):
-        eps = jax.random.normal(key, (n, *p.batch_shape, p.event_size), p.dtype)
-        mean, std, eps = align_ranks(p.mean, p.std, eps)
-        scaled = std * eps
-        return _Draw(mean + scaled, mean - scaled if antithetic else None, eps, None, None)
-    if isinstance(p, GaussianMixture):
-        loc, scale, eps, c = p._sample_parts(key, (n,))
-        scaled = scale * eps
-        log_w = jnp.broadcast_to(p.log_weights, (*p.batch_shape, p.num_components))
-        log_w, idx = align_ranks(log_w, c[..., None])
-        log_w_c = jnp.take_along_axis(log_w, idx, axis=-1)[..., 0]
-        return _Draw(loc + scaled, loc - scaled if antithetic else None, eps, c, log_w_c)
-    return _Draw(p.sample(key, (n,)), None, None, None, None)
+    impl = draw_with_noise.lookup(type(p))
+    if impl is None:
+        return _Draw(p.sample(key, (n,)), None, None, None, None)
+    return impl(p, key, n, antithetic)
 
 
 def _reparameterized(p: Any) -> bool:
-    return isinstance(p, DiagGaussian | GaussianMixture)
+    return draw_with_noise.lookup(type(p)) is not None
 
 
 def _log_density(fn: str, q: Any) -> Callable[[jax.Array], jax.Array]:
@@ -143,6 +139,12 @@ def _log_density(fn: str, q: Any) -> Callable[[jax.Array], jax.Array]:
     )
 
 
+# ``log q(x) - log p(x)`` at ``x = p's draw from eps``, computed without cancellation where a pair
+# registers an exact form (dispatched on the types); otherwise the two log-densities are subtracted.
+log_ratio_at_noise = Operation("log_ratio_at_noise", arity=2)
+
+
+@log_ratio_at_noise.register(DiagGaussian, DiagGaussian)
 def _diag_log_ratio(p: DiagGaussian, q: DiagGaussian, eps: jax.Array):
     """``log q(x) - log p(x)`` at ``x = mean_p + std_p * eps``, without cancellation.
 
@@ -297,7 +299,7 @@ def kl_mc(
     fn = "kl_mc"
     if estimator not in _ESTIMATORS:
         raise ValueError(f"{fn}: estimator must be one of {_ESTIMATORS}, got {estimator!r}")
-    num_samples = _static_int(fn, "num_samples", num_samples)
+    num_samples = checks.static_int(fn, "num_samples", num_samples)
     log_q = _log_density(fn, q)
     if not hasattr(p, "sample") or not hasattr(p, "log_prob"):
         raise TypeError(
@@ -339,9 +341,10 @@ def kl_mc(
     n_draws = x.shape[0]
     lead = (1,) * (len(batch) - len(batch_p))
     x = x.reshape(n_draws, *lead, *batch_p, d)
-    if isinstance(p, DiagGaussian) and isinstance(q, DiagGaussian) and not stick_the_landing:
+    exact_log_ratio = log_ratio_at_noise.lookup(type(p), type(q))
+    if exact_log_ratio is not None and not stick_the_landing:
         eps = draw.eps if draw.x_anti is None else jnp.concatenate([draw.eps, -draw.eps])
-        log_r, magnitude = _diag_log_ratio(p, q, eps.reshape(x.shape))
+        log_r, magnitude = exact_log_ratio(p, q, eps.reshape(x.shape))
     else:
         p_eval = jax.tree_util.tree_map(jax.lax.stop_gradient, p) if stick_the_landing else p
         lp, lq = align_ranks(p_eval.log_prob(x), log_q(x))

@@ -24,14 +24,25 @@ accelerators do not drop to bfloat16 passes.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gkl_jax._numerics import align_ranks
+from gkl_jax._src.numerics import align_ranks
 
-__all__ = ["HI", "mm", "solve_tril", "solve_tril_tril", "tril_solve_sumsq"]
+__all__ = [
+    "HI",
+    "Woodbury",
+    "diag_embed",
+    "mm",
+    "solve_tril",
+    "solve_tril_tril",
+    "tril_solve_sumsq",
+    "whiten",
+    "woodbury",
+]
 
 HI = lax.Precision.HIGHEST  # every product in gkl_jax: no reduced-precision passes on accelerators
 
@@ -179,3 +190,67 @@ def solve_tril_tril(
 def solve_tril(tril: jax.Array, rhs: jax.Array, *, leaf: int = _LEAF) -> jax.Array:
     """``L^{-1} R`` for a ``(*batch, n, n)`` lower-triangular ``L`` and ``(*batch, n, m)`` ``R``."""
     return _solve(tril, None, [rhs], leaf)[1][0]
+
+
+def diag_embed(x: jax.Array) -> jax.Array:
+    """``(*b, d)`` -> ``(*b, d, d)`` diagonal matrices (no rank promotion)."""
+    d = x.shape[-1]
+    eye = jnp.eye(d, dtype=x.dtype).reshape((1,) * (x.ndim - 1) + (d, d))
+    return x[..., None] * eye
+
+
+def whiten(tril: jax.Array, v: jax.Array) -> jax.Array:
+    """``L^{-1} v`` for ``(*b, d, d)`` factors and ``(*s, d)`` vectors broadcast against them.
+
+    Sample axes that ``L`` does not have become right-hand-side columns of one solve, so ``L``
+    is never copied per sample.
+    """
+    d = tril.shape[-1]
+    batch = jnp.broadcast_shapes(v.shape[:-1], tril.shape[:-2])
+    n_extra = len(batch) - (tril.ndim - 2)
+    v = jnp.broadcast_to(v, (*batch, d))
+    inner = batch[n_extra:]
+    # columns: move the extra leading axes behind the latent axis and flatten them.
+    cols = jnp.moveaxis(v, tuple(range(n_extra)), tuple(range(-n_extra, 0))) if n_extra else v
+    cols = cols.reshape((*inner, d, -1))
+    tril = jnp.broadcast_to(tril, (*inner, d, d))
+    z = solve_tril(tril, cols)
+    z = z.reshape((*inner, d, *batch[:n_extra]))
+    if n_extra:
+        z = jnp.moveaxis(z, tuple(range(-n_extra, 0)), tuple(range(n_extra)))
+    return z
+
+
+class Woodbury(NamedTuple):
+    """Pieces of ``Sigma^{-1} = diag(inv_diag) - u^T u`` and ``log det Sigma``.
+
+    Attributes:
+      inv_diag: ``(*b, d)`` ``exp(-log_diag)``.
+      u: ``(*b, k, d)`` ``L_C^{-1} W^T Psi^{-1}``.
+      log_det_cap: ``(*b,)`` ``log det C``.
+    """
+
+    inv_diag: jax.Array
+    u: jax.Array
+    log_det_cap: jax.Array
+
+
+def woodbury(factor: jax.Array, log_diag: jax.Array) -> Woodbury:
+    """Capacitance factorization of ``W W^T + diag(exp(log_diag))`` (``O(d k^2 + k^3)``)."""
+    factor, log_diag = align_ranks(factor, log_diag[..., None])
+    log_diag = log_diag[..., 0]
+    inv_diag = jnp.exp(-log_diag)
+    a = factor * inv_diag[..., None]  # Psi^{-1} W, (*b, d, k)
+    k = factor.shape[-1]
+    gram = jnp.einsum("...dk,...dl->...kl", factor, a, precision=HI)
+    cap = gram + jnp.eye(k, dtype=gram.dtype).reshape((1,) * (gram.ndim - 2) + (k, k))
+    chol = jnp.linalg.cholesky(cap)
+    batch = jnp.broadcast_shapes(chol.shape[:-2], a.shape[:-2])
+    u = lax.linalg.triangular_solve(
+        jnp.broadcast_to(chol, (*batch, k, k)),
+        jnp.broadcast_to(jnp.swapaxes(a, -1, -2), (*batch, k, a.shape[-2])),
+        left_side=True,
+        lower=True,
+    )
+    log_det_cap = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    return Woodbury(inv_diag, u, log_det_cap)

@@ -11,86 +11,22 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.experimental import checkify
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
-from gkl_jax import checks
-from gkl_jax._linalg import mm, solve_tril
-from gkl_jax._numerics import LOG_2PI, align_ranks, as_float_arrays
+from gkl_jax._src import checks
+from gkl_jax._src.base import Gaussian, broadcast_batch
+from gkl_jax._src.linalg import mm, solve_tril, whiten
+from gkl_jax._src.numerics import LOG_2PI, align_ranks, as_float_arrays
 
-__all__ = ["FullGaussian", "check_matrix_shapes", "diag_embed"]
-
-
-def check_matrix_shapes(
-    fn: str,
-    vec_name: str,
-    vec_shape: tuple[int, ...],
-    mat_name: str,
-    mat_shape: tuple[int, ...],
-    *,
-    square: bool = True,
-) -> tuple[tuple[int, ...], int]:
-    """Checks a ``(*b, d)`` vector against a ``(*b, d, d)`` (or ``(*b, d, k)``) matrix argument.
-
-    Returns:
-      ``(batch_shape, d)``.
-
-    Raises:
-      ValueError: the vector is a scalar, the matrix has fewer than two axes or is not square
-        (when ``square``), its row count differs from the vector's size, or the batch shapes do
-        not broadcast; the message names both arguments and shapes.
-    """
-    checks.check_event_shapes(fn, (vec_name,), (vec_shape,))  # a scalar vector raises
-    if len(mat_shape) < 2:
-        raise ValueError(
-            f"{fn}: argument '{mat_name}' has shape {mat_shape}; it needs two trailing matrix axes"
-        )
-    if square and mat_shape[-1] != mat_shape[-2]:
-        raise ValueError(
-            f"{fn}: argument '{mat_name}' must be square in its last two axes, got shape "
-            f"{mat_shape}"
-        )
-    if mat_shape[-2] != vec_shape[-1]:
-        raise ValueError(
-            f"{fn}: latent sizes differ: '{vec_name}' has shape {vec_shape} and '{mat_name}' has "
-            f"shape {mat_shape} ({vec_shape[-1]} vs {mat_shape[-2]} rows)"
-        )
-    try:
-        batch = jnp.broadcast_shapes(vec_shape[:-1], mat_shape[:-2])
-    except ValueError:
-        raise ValueError(
-            f"{fn}: batch shapes do not broadcast: '{vec_name}' has shape {vec_shape} and "
-            f"'{mat_name}' has shape {mat_shape}"
-        ) from None
-    return tuple(batch), vec_shape[-1]
-
-
-def diag_embed(x: jax.Array) -> jax.Array:
-    """``(*b, d)`` -> ``(*b, d, d)`` diagonal matrices (no rank promotion)."""
-    d = x.shape[-1]
-    eye = jnp.eye(d, dtype=x.dtype).reshape((1,) * (x.ndim - 1) + (d, d))
-    return x[..., None] * eye
+__all__ = ["FullGaussian"]
 
 
 def _diag(mat: jax.Array) -> jax.Array:
     return jnp.diagonal(mat, axis1=-2, axis2=-1)
 
 
-def _check_cholesky(fn: str, name: str, chol: jax.Array) -> None:
-    """Checked mode: a Cholesky factor with a NaN (the matrix was not positive definite)."""
-    bad_rows = ~jnp.all(jnp.isfinite(chol), axis=(-2, -1))
-    bad = jnp.sum(bad_rows)
-    checkify.debug_check(
-        bad == 0,
-        f"{fn}: argument '{name}' is not symmetric positive definite: the Cholesky "
-        f"factorization failed for {{bad}} of {bad_rows.size} matrices",
-        bad=bad,
-    )
-
-
-@jax.tree_util.register_pytree_node_class
-class FullGaussian:
+class FullGaussian(Gaussian):
     r"""Gaussian ``N(mean, L L^T)`` with a full covariance given by its Cholesky factor ``L``.
 
     The factor is kept as given: :func:`gkl_jax.kl` between two full Gaussians works on the two
@@ -120,29 +56,21 @@ class FullGaussian:
       (3, 2)
     """
 
-    __slots__ = ("mean", "scale_tril")
-    mean: jax.Array
-    scale_tril: jax.Array
+    mean: Float[Array, "*#b d"]
+    scale_tril: Float[Array, "*#b d d"]
 
-    def __init__(self, mean: Float[ArrayLike, "*b d"], scale_tril: Float[ArrayLike, "*b d d"]):
-        fn = "FullGaussian"
+    def __init__(
+        self, mean: Float[ArrayLike, "*#b d"], scale_tril: Float[ArrayLike, "*#b d d"]
+    ):
+        fn = self._fn_name()
         names = ("mean", "scale_tril")
         mean, tril = as_float_arrays(fn, names, (mean, scale_tril))
-        check_matrix_shapes(fn, "mean", mean.shape, "scale_tril", tril.shape)
+        checks.check_matrix_shapes(fn, "mean", mean.shape, "scale_tril", tril.shape)
         checks.check_finite(fn, "mean", mean)
         checks.check_finite(fn, "scale_tril", tril)
         checks.check_positive(fn, "diagonal of scale_tril", _diag(tril))
-        self._set(mean, jnp.tril(tril))
-
-    def _set(self, mean: jax.Array, tril: jax.Array) -> None:
-        object.__setattr__(self, "mean", mean)
-        object.__setattr__(self, "scale_tril", tril)
-
-    @classmethod
-    def _unchecked(cls, mean: jax.Array, tril: jax.Array) -> FullGaussian:
-        self = object.__new__(cls)
-        self._set(mean, tril)
-        return self
+        self.mean = mean
+        self.scale_tril = jnp.tril(tril)
 
     @classmethod
     def from_cov(
@@ -160,14 +88,16 @@ class FullGaussian:
           Array([[2., 0.],
                  [1., 1.]], dtype=float32)
         """
-        fn = "FullGaussian.from_cov"
+        fn = f"{cls.__name__}.from_cov"
         mean, cov = as_float_arrays(fn, ("mean", "cov"), (mean, cov))
-        check_matrix_shapes(fn, "mean", mean.shape, "cov", cov.shape)
+        checks.check_matrix_shapes(fn, "mean", mean.shape, "cov", cov.shape)
         checks.check_finite(fn, "mean", mean)
         checks.check_finite(fn, "cov", cov)
         tril = jnp.linalg.cholesky(jnp.tril(cov) + jnp.swapaxes(jnp.tril(cov, -1), -1, -2))
-        _check_cholesky(fn, "cov", tril)
-        return cls._unchecked(mean, tril)
+        checks.check_cholesky(fn, "cov", tril)
+        return cls(mean, tril)
+
+
 
     @classmethod
     def from_precision(
@@ -187,34 +117,17 @@ class FullGaussian:
           Array([[2., 1.],
                  [1., 2.]], dtype=float32)
         """
-        fn = "FullGaussian.from_precision"
+        fn = f"{cls.__name__}.from_precision"
         mean, prec = as_float_arrays(fn, ("mean", "precision"), (mean, precision))
-        check_matrix_shapes(fn, "mean", mean.shape, "precision", prec.shape)
+        checks.check_matrix_shapes(fn, "mean", mean.shape, "precision", prec.shape)
         checks.check_finite(fn, "precision", prec)
         prec = jnp.tril(prec) + jnp.swapaxes(jnp.tril(prec, -1), -1, -2)
         k = jnp.linalg.cholesky(jnp.flip(prec, (-2, -1)))
-        _check_cholesky(fn, "precision", k)
+        checks.check_cholesky(fn, "precision", k)
         eye = jnp.broadcast_to(jnp.eye(k.shape[-1], dtype=k.dtype), k.shape)
         k_inv = solve_tril(k, eye)
         tril = jnp.flip(jnp.swapaxes(jnp.tril(k_inv), -1, -2), (-2, -1))
-        return cls._unchecked(mean, tril)
-
-    # pytree protocol
-    def tree_flatten(self):
-        return (self.mean, self.scale_tril), None
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls._unchecked(*children)
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"FullGaussian is immutable; cannot set '{name}'")
-
-    def __repr__(self) -> str:
-        return (
-            f"FullGaussian(batch_shape={self.batch_shape}, event_size={self.event_size}, "
-            f"dtype={self.dtype})"
-        )
+        return cls(mean, tril)
 
     # shapes
     @property
@@ -223,7 +136,7 @@ class FullGaussian:
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
-        return tuple(jnp.broadcast_shapes(self.mean.shape[:-1], self.scale_tril.shape[:-2]))
+        return broadcast_batch(self.mean.shape[:-1], self.scale_tril.shape[:-2])
 
     @property
     def dtype(self) -> Any:
@@ -261,7 +174,7 @@ class FullGaussian:
         fn = "FullGaussian.log_prob"
         (x,) = as_float_arrays(fn, ("x",), (x,))
         checks.check_event_shapes(fn, ("x", "mean"), (x.shape, self.mean.shape))
-        check_matrix_shapes(fn, "x", x.shape, "scale_tril", self.scale_tril.shape)
+        checks.check_matrix_shapes(fn, "x", x.shape, "scale_tril", self.scale_tril.shape)
         x, mean = align_ranks(x, self.mean)
         z = whiten(self.scale_tril, x - mean)
         maha, log_det = align_ranks(jnp.sum(z * z, axis=-1), self.log_det_cov())
@@ -279,24 +192,3 @@ class FullGaussian:
         """Differential entropy ``0.5 * d * (1 + log 2 pi) + sum_i log L_ii``."""
         return 0.5 * (self.log_det_cov() + self.event_size * (1.0 + LOG_2PI))
 
-
-def whiten(tril: jax.Array, v: jax.Array) -> jax.Array:
-    """``L^{-1} v`` for ``(*b, d, d)`` factors and ``(*s, d)`` vectors broadcast against them.
-
-    Sample axes that ``L`` does not have become right-hand-side columns of one solve, so ``L``
-    is never copied per sample.
-    """
-    d = tril.shape[-1]
-    batch = jnp.broadcast_shapes(v.shape[:-1], tril.shape[:-2])
-    n_extra = len(batch) - (tril.ndim - 2)
-    v = jnp.broadcast_to(v, (*batch, d))
-    inner = batch[n_extra:]
-    # columns: move the extra leading axes behind the latent axis and flatten them.
-    cols = jnp.moveaxis(v, tuple(range(n_extra)), tuple(range(-n_extra, 0))) if n_extra else v
-    cols = cols.reshape((*inner, d, -1))
-    tril = jnp.broadcast_to(tril, (*inner, d, d))
-    z = solve_tril(tril, cols)
-    z = z.reshape((*inner, d, *batch[:n_extra]))
-    if n_extra:
-        z = jnp.moveaxis(z, tuple(range(-n_extra, 0)), tuple(range(n_extra)))
-    return z

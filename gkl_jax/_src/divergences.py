@@ -44,26 +44,17 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float
 
-from gkl_jax import checks
-from gkl_jax._linalg import HI, mm, solve_tril_tril
-from gkl_jax._numerics import align_ranks, phi
-from gkl_jax.full import FullGaussian, diag_embed
-from gkl_jax.gaussians import DiagGaussian, log_var_ratio
-from gkl_jax.kl import kl
-from gkl_jax.kl_structured import cast_pair
-from gkl_jax.low_rank import LowRankGaussian, woodbury
+from gkl_jax._src import checks
+from gkl_jax._src.base import Gaussian
+from gkl_jax._src.dispatch import Operation
+from gkl_jax._src.distributions.diag import DiagGaussian, log_var_ratio
+from gkl_jax._src.distributions.low_rank import LowRankGaussian
+from gkl_jax._src.kl.registry import kl
+from gkl_jax._src.kl.structured import diag_part, structure
+from gkl_jax._src.linalg import HI, mm, solve_tril_tril, woodbury
+from gkl_jax._src.numerics import align_ranks, phi
 
 __all__ = ["bhattacharyya", "hellinger", "jeffreys", "renyi", "wasserstein2"]
-
-
-def _check_pair(fn: str, p: Any, q: Any):
-    """``(p, q, batch, d, dtype)``: both cast to the compute dtype (float32 at least)."""
-    p, q, dtype = cast_pair(fn, p, q)
-    checks.check_event_shapes(
-        fn, ("p", "q"), ((*p.batch_shape, p.event_size), (*q.batch_shape, q.event_size))
-    )
-    batch = tuple(jnp.broadcast_shapes(p.batch_shape, q.batch_shape))
-    return p, q, batch, p.event_size, dtype
 
 
 def _check_alpha(fn: str, alpha: Any) -> float:
@@ -97,10 +88,8 @@ def _not_positive_definite(alpha: float, mu: jax.Array) -> jax.Array:
 
 def _tri(g: Any, batch: tuple[int, ...], d: int) -> tuple[jax.Array, jax.Array]:
     """``(mean, scale_tril)`` broadcast to ``batch``; low rank is densified (``O(d^3)``)."""
-    if isinstance(g, LowRankGaussian):
-        g = g.to_full()
-    tril = g.scale_tril if isinstance(g, FullGaussian) else diag_embed(g.std)
-    return jnp.broadcast_to(g.mean, (*batch, d)), jnp.broadcast_to(tril, (*batch, d, d))
+    g = g.to_full()
+    return jnp.broadcast_to(g.mean, (*batch, d)), jnp.broadcast_to(g.scale_tril, (*batch, d, d))
 
 
 def _spectral_terms(alpha: float, mu: jax.Array) -> jax.Array:
@@ -146,9 +135,9 @@ def _renyi_tri(p: Any, q: Any, alpha: float, batch, d, dtype) -> jax.Array:
 
 
 def _as_low_rank(g: Any) -> tuple[jax.Array, jax.Array | None, jax.Array]:
-    if isinstance(g, LowRankGaussian):
-        return g.mean, g.factor if g.rank else None, g.log_diag
-    return g.mean, None, g.log_var
+    """``(mean, factor or None, log of the diagonal part)`` of a diagonal or low-rank Gaussian."""
+    view = structure(g)
+    return view.mean, view.factor, diag_part(view).log_var
 
 
 def _renyi_low_rank(p: Any, q: Any, alpha: float):
@@ -178,22 +167,42 @@ def _renyi_low_rank(p: Any, q: Any, alpha: float):
     return spectral, maha
 
 
+# ``(spectral, maha)`` of a pair, dispatched on the types: register a new family's kernel here.
+renyi_parts = Operation("renyi", arity=2)
+
+
+@renyi_parts.register(Gaussian, Gaussian)
+def _renyi_generic(p: Any, q: Any, alpha: float, batch, d, dtype):
+    """Any pair through triangular factors (low-rank members densified)."""
+    return _renyi_tri(p, q, alpha, batch, d, dtype)
+
+
+@renyi_parts.register(DiagGaussian, DiagGaussian)
+def _renyi_diag(p: DiagGaussian, q: DiagGaussian, alpha: float, batch, d, dtype):
+    x = log_var_ratio(p, q)
+    mean_p, mean_q, var_p, var_q = align_ranks(p.mean, q.mean, p.var, q.var)
+    var_a = alpha * var_q + (1.0 - alpha) * var_p
+    diff = mean_p - mean_q
+    maha = jnp.sum(diff * diff / var_a, axis=-1)
+    if alpha > 1:  # eigenvalues 1 + mu = var_p / var_q, mu = expm1(x)
+        maha = jnp.where(_not_positive_definite(alpha, jnp.expm1(x)), jnp.inf, maha)
+    return jnp.sum(_g(x, alpha), axis=-1), maha
+
+
+@renyi_parts.register(LowRankGaussian, LowRankGaussian)
+@renyi_parts.register(LowRankGaussian, DiagGaussian)
+@renyi_parts.register(DiagGaussian, LowRankGaussian)
+def _renyi_diag_low_rank(p: Any, q: Any, alpha: float, batch, d, dtype):
+    """No full-covariance member: the determinant lemma for ``alpha < 1``, else densified."""
+    if alpha < 1:
+        return _renyi_low_rank(p, q, alpha)
+    return _renyi_tri(p, q, alpha, batch, d, dtype)
+
+
 def _renyi_parts(fn: str, p: Any, q: Any, alpha: float):
     """``(spectral, maha)`` with ``D_alpha = spectral / (2 (1 - alpha)) + alpha / 2 * maha``."""
-    p, q, batch, d, dtype = _check_pair(fn, p, q)
-    if isinstance(p, DiagGaussian) and isinstance(q, DiagGaussian):
-        x = log_var_ratio(p, q)
-        mean_p, mean_q, var_p, var_q = align_ranks(p.mean, q.mean, p.var, q.var)
-        var_a = alpha * var_q + (1.0 - alpha) * var_p
-        diff = mean_p - mean_q
-        maha = jnp.sum(diff * diff / var_a, axis=-1)
-        if alpha > 1:  # eigenvalues 1 + mu = var_p / var_q, mu = expm1(x)
-            maha = jnp.where(_not_positive_definite(alpha, jnp.expm1(x)), jnp.inf, maha)
-        spectral = jnp.sum(_g(x, alpha), axis=-1)
-    elif alpha < 1 and not isinstance(p, FullGaussian) and not isinstance(q, FullGaussian):
-        spectral, maha = _renyi_low_rank(p, q, alpha)
-    else:
-        spectral, maha = _renyi_tri(p, q, alpha, batch, d, dtype)
+    p, q, batch, d, dtype = checks.check_gaussian_pair(fn, p, q)
+    spectral, maha = renyi_parts(p, q, alpha, batch, d, dtype)
     spectral, maha = align_ranks(spectral.astype(dtype), maha.astype(dtype))
     return jnp.broadcast_to(spectral, batch), jnp.broadcast_to(maha, batch)
 
@@ -251,7 +260,7 @@ def renyi(p: Any, q: Any, *, alpha: float) -> Float[Array, "*b"]:
       0.25
     """
     alpha = _check_alpha("renyi", alpha)
-    p, q, _ = cast_pair("renyi", p, q)
+    p, q, *_ = checks.check_gaussian_pair("renyi", p, q)
     if alpha == 1.0:
         return kl(p, q)
     return _renyi(p, q, alpha)
@@ -292,7 +301,7 @@ def bhattacharyya(p: Any, q: Any) -> Float[Array, "*b"]:
 
 
 def _bhattacharyya(fn: str, p: Any, q: Any) -> jax.Array:
-    p, q, _ = cast_pair(fn, p, q)  # errors name the public function
+    p, q, *_ = checks.check_gaussian_pair(fn, p, q)  # errors name the public function
     return 0.5 * _renyi(p, q, 0.5)
 
 
@@ -356,38 +365,49 @@ def jeffreys(p: Any, q: Any) -> Float[Array, "*b"]:
       >>> float(jeffreys(p, DiagGaussian(jnp.zeros(1), jnp.zeros(1))))
       1.0
     """
-    p, q, _, _, _ = _check_pair("jeffreys", p, q)
+    p, q, *_ = checks.check_gaussian_pair("jeffreys", p, q)
     return kl(p, q) + kl(q, p)
+
+
+# ``W2^2`` of a pair, dispatched on the types: register a new family's kernel here.
+wasserstein2_squared = Operation("wasserstein2", arity=2)
+
+
+@wasserstein2_squared.register(DiagGaussian, DiagGaussian)
+def _w2_diag(p: DiagGaussian, q: DiagGaussian, batch, d, dtype) -> jax.Array:
+    mean_p, mean_q = align_ranks(p.mean, q.mean)
+    mean_term = jnp.sum(jnp.square(mean_p - mean_q), axis=-1)
+    if p.param == q.param == "std":
+        a, b = align_ranks(p.spread, q.spread)
+        diff = a - b
+    else:  # std_p - std_q = std_q * expm1(log(std_p / std_q)), no cancellation
+        half_x = 0.5 * log_var_ratio(p, q)
+        std_q, half_x = align_ranks(q.std, half_x)
+        diff = std_q * jnp.expm1(half_x)
+    spread_term = jnp.sum(jnp.square(diff), axis=-1)
+    mean_term, spread_term = align_ranks(mean_term, spread_term)
+    return jnp.broadcast_to(mean_term + spread_term, batch).astype(dtype)
+
+
+@wasserstein2_squared.register(Gaussian, Gaussian)
+def _w2_generic(p: Any, q: Any, batch, d, dtype) -> jax.Array:
+    mean_p, tril_p = _tri(p, batch, d)
+    mean_q, tril_q = _tri(q, batch, d)
+    # Bures term: min over orthogonal R of ||L_p - L_q R||_F^2, R = V U^T from the SVD of
+    # L_p^T L_q = U S V^T (equals tr S_p + tr S_q - 2 tr (S_p^1/2 S_q S_p^1/2)^1/2). The
+    # optimal R is held constant for the gradient (envelope theorem): no SVD derivative.
+    u, _, vt = jnp.linalg.svd(mm(jnp.swapaxes(tril_p, -1, -2), tril_q))
+    r = lax.stop_gradient(mm(jnp.swapaxes(vt, -1, -2), jnp.swapaxes(u, -1, -2)))
+    resid = tril_p - mm(tril_q, r)
+    return jnp.sum(jnp.square(mean_p - mean_q), axis=-1) + jnp.sum(
+        jnp.square(resid), axis=(-2, -1)
+    )
 
 
 @functools.partial(jax.jit, static_argnames="squared")
 def _wasserstein2(p: Any, q: Any, squared: bool) -> jax.Array:
-    p, q, batch, d, dtype = _check_pair("wasserstein2", p, q)
-    if isinstance(p, DiagGaussian) and isinstance(q, DiagGaussian):
-        mean_p, mean_q = align_ranks(p.mean, q.mean)
-        mean_term = jnp.sum(jnp.square(mean_p - mean_q), axis=-1)
-        if p.param == q.param == "std":
-            a, b = align_ranks(p.spread, q.spread)
-            diff = a - b
-        else:  # std_p - std_q = std_q * expm1(log(std_p / std_q)), no cancellation
-            half_x = 0.5 * log_var_ratio(p, q)
-            std_q, half_x = align_ranks(q.std, half_x)
-            diff = std_q * jnp.expm1(half_x)
-        spread_term = jnp.sum(jnp.square(diff), axis=-1)
-        mean_term, spread_term = align_ranks(mean_term, spread_term)
-        w2 = jnp.broadcast_to(mean_term + spread_term, batch).astype(dtype)
-    else:
-        mean_p, tril_p = _tri(p, batch, d)
-        mean_q, tril_q = _tri(q, batch, d)
-        # Bures term: min over orthogonal R of ||L_p - L_q R||_F^2, R = V U^T from the SVD of
-        # L_p^T L_q = U S V^T (equals tr S_p + tr S_q - 2 tr (S_p^1/2 S_q S_p^1/2)^1/2). The
-        # optimal R is held constant for the gradient (envelope theorem): no SVD derivative.
-        u, _, vt = jnp.linalg.svd(mm(jnp.swapaxes(tril_p, -1, -2), tril_q))
-        r = lax.stop_gradient(mm(jnp.swapaxes(vt, -1, -2), jnp.swapaxes(u, -1, -2)))
-        resid = tril_p - mm(tril_q, r)
-        w2 = jnp.sum(jnp.square(mean_p - mean_q), axis=-1) + jnp.sum(
-            jnp.square(resid), axis=(-2, -1)
-        )
+    p, q, batch, d, dtype = checks.check_gaussian_pair("wasserstein2", p, q)
+    w2 = wasserstein2_squared(p, q, batch, d, dtype)
     return w2 if squared else _sqrt0(w2)
 
 

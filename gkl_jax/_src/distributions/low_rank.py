@@ -19,59 +19,23 @@ Thm. 18.1.1 (determinant lemma).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
-from gkl_jax import checks
-from gkl_jax._linalg import HI, mm
-from gkl_jax._numerics import LOG_2PI, align_ranks, as_float_arrays
-from gkl_jax.full import FullGaussian, check_matrix_shapes, diag_embed
+from gkl_jax._src import checks
+from gkl_jax._src.base import Gaussian, broadcast_batch
+from gkl_jax._src.distributions.full import FullGaussian
+from gkl_jax._src.linalg import Woodbury, diag_embed, mm, woodbury
+from gkl_jax._src.numerics import LOG_2PI, align_ranks, as_float_arrays
 
-__all__ = ["LowRankGaussian", "Woodbury", "woodbury"]
-
-
-class Woodbury(NamedTuple):
-    """Pieces of ``Sigma^{-1} = diag(inv_diag) - u^T u`` and ``log det Sigma``.
-
-    Attributes:
-      inv_diag: ``(*b, d)`` ``exp(-log_diag)``.
-      u: ``(*b, k, d)`` ``L_C^{-1} W^T Psi^{-1}``.
-      log_det_cap: ``(*b,)`` ``log det C``.
-    """
-
-    inv_diag: jax.Array
-    u: jax.Array
-    log_det_cap: jax.Array
+__all__ = ["LowRankGaussian"]
 
 
-def woodbury(factor: jax.Array, log_diag: jax.Array) -> Woodbury:
-    """Capacitance factorization of ``W W^T + diag(exp(log_diag))`` (``O(d k^2 + k^3)``)."""
-    factor, log_diag = align_ranks(factor, log_diag[..., None])
-    log_diag = log_diag[..., 0]
-    inv_diag = jnp.exp(-log_diag)
-    a = factor * inv_diag[..., None]  # Psi^{-1} W, (*b, d, k)
-    k = factor.shape[-1]
-    gram = jnp.einsum("...dk,...dl->...kl", factor, a, precision=HI)
-    cap = gram + jnp.eye(k, dtype=gram.dtype).reshape((1,) * (gram.ndim - 2) + (k, k))
-    chol = jnp.linalg.cholesky(cap)
-    batch = jnp.broadcast_shapes(chol.shape[:-2], a.shape[:-2])
-    u = lax.linalg.triangular_solve(
-        jnp.broadcast_to(chol, (*batch, k, k)),
-        jnp.broadcast_to(jnp.swapaxes(a, -1, -2), (*batch, k, a.shape[-2])),
-        left_side=True,
-        lower=True,
-    )
-    log_det_cap = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-    return Woodbury(inv_diag, u, log_det_cap)
-
-
-@jax.tree_util.register_pytree_node_class
-class LowRankGaussian:
+class LowRankGaussian(Gaussian):
     r"""Gaussian ``N(mean, W W^T + diag(exp(log_diag)))`` with a ``(d, k)`` factor ``W``.
 
     Used for SWAG / Laplace posteriors and factor-analysis latents. Log-density, entropy and every
@@ -98,54 +62,32 @@ class LowRankGaussian:
       ()
     """
 
-    __slots__ = ("factor", "log_diag", "mean")
-    mean: jax.Array
-    factor: jax.Array
-    log_diag: jax.Array
+    mean: Float[Array, "*#b d"]
+    factor: Float[Array, "*#b d k"]
+    log_diag: Float[Array, "*#b d"]
 
     def __init__(
         self,
-        mean: Float[ArrayLike, "*b d"],
-        factor: Float[ArrayLike, "*b d k"],
-        log_diag: Float[ArrayLike, "*b d"],
+        mean: Float[ArrayLike, "*#b d"],
+        factor: Float[ArrayLike, "*#b d k"],
+        log_diag: Float[ArrayLike, "*#b d"],
     ):
-        fn = "LowRankGaussian"
+        fn = self._fn_name()
         names = ("mean", "factor", "log_diag")
         mean, factor, log_diag = as_float_arrays(fn, names, (mean, factor, log_diag))
         checks.check_event_shapes(fn, ("mean", "log_diag"), (mean.shape, log_diag.shape))
-        check_matrix_shapes(fn, "mean", mean.shape, "factor", factor.shape, square=False)
-        check_matrix_shapes(fn, "log_diag", log_diag.shape, "factor", factor.shape, square=False)
+        checks.check_matrix_shapes(fn, "mean", mean.shape, "factor", factor.shape, square=False)
+        checks.check_matrix_shapes(
+            fn, "log_diag", log_diag.shape, "factor", factor.shape, square=False
+        )
         for name, value in zip(names, (mean, factor, log_diag), strict=True):
             checks.check_finite(fn, name, value)
-        self._set(mean, factor, log_diag)
+        self.mean = mean
+        self.factor = factor
+        self.log_diag = log_diag
 
-    def _set(self, mean, factor, log_diag) -> None:
-        object.__setattr__(self, "mean", mean)
-        object.__setattr__(self, "factor", factor)
-        object.__setattr__(self, "log_diag", log_diag)
-
-    @classmethod
-    def _unchecked(cls, mean, factor, log_diag) -> LowRankGaussian:
-        self = object.__new__(cls)
-        self._set(mean, factor, log_diag)
-        return self
-
-    # pytree protocol
-    def tree_flatten(self):
-        return (self.mean, self.factor, self.log_diag), None
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls._unchecked(*children)
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"LowRankGaussian is immutable; cannot set '{name}'")
-
-    def __repr__(self) -> str:
-        return (
-            f"LowRankGaussian(batch_shape={self.batch_shape}, event_size={self.event_size}, "
-            f"rank={self.rank}, dtype={self.dtype})"
-        )
+    def _repr_items(self) -> list[tuple[str, Any]]:
+        return [*super()._repr_items(), ("rank", self.rank)]
 
     # shapes
     @property
@@ -158,10 +100,8 @@ class LowRankGaussian:
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
-        return tuple(
-            jnp.broadcast_shapes(
-                self.mean.shape[:-1], self.factor.shape[:-2], self.log_diag.shape[:-1]
-            )
+        return broadcast_batch(
+            self.mean.shape[:-1], self.factor.shape[:-2], self.log_diag.shape[:-1]
         )
 
     @property
@@ -193,7 +133,7 @@ class LowRankGaussian:
         batch, d = self.batch_shape, self.event_size
         cov = jnp.broadcast_to(self.covariance(), (*batch, d, d))
         mean = jnp.broadcast_to(self.mean, (*batch, d))
-        return FullGaussian._unchecked(mean, jnp.linalg.cholesky(cov))
+        return FullGaussian(mean, jnp.linalg.cholesky(cov))
 
     # distribution methods
     def log_prob(self, x: Float[ArrayLike, "*s d"]) -> Float[Array, "*s"]:
@@ -214,7 +154,7 @@ class LowRankGaussian:
         checks.check_event_shapes(
             fn, ("x", "mean", "log_diag"), (x.shape, self.mean.shape, self.log_diag.shape)
         )
-        check_matrix_shapes(fn, "x", x.shape, "factor", self.factor.shape, square=False)
+        checks.check_matrix_shapes(fn, "x", x.shape, "factor", self.factor.shape, square=False)
         x, mean, log_diag = align_ranks(x, self.mean, self.log_diag)
         r = x - mean
         maha = jnp.sum(r * r * jnp.exp(-log_diag), axis=-1)

@@ -1,33 +1,27 @@
-"""Gaussian distributions as immutable JAX pytrees.
+"""Diagonal Gaussians, ``N(mean, diag(var))``, kept in the parametrization they were given.
 
 The last axis of every parameter is the latent (event) axis; leading axes are batch axes and
-broadcast against each other. Instances pass through ``jit``, ``vmap``, ``grad`` and
-``jax.tree_util.tree_map`` like tuples of arrays.
+broadcast against each other.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
-from gkl_jax import checks
-from gkl_jax._numerics import LOG_2PI, align_ranks, as_float_arrays, log_ratio
+from gkl_jax._src import checks
+from gkl_jax._src.base import Gaussian, broadcast_batch, constructing_as
+from gkl_jax._src.linalg import diag_embed
+from gkl_jax._src.numerics import LOG_2PI, align_ranks, as_float_arrays, log_ratio
 
-__all__ = ["DiagGaussian", "Param"]
+__all__ = ["DiagGaussian", "Param", "check_spread_values", "diag_pair", "log_var_ratio"]
 
 Param = Literal["log_var", "var", "std"]
-_PARAMS: tuple[str, ...] = ("log_var", "var", "std")
-
-
-def check_param(fn: str, param: Any) -> str:
-    """Validates a ``param=`` option ("log_var", "var" or "std")."""
-    if param not in _PARAMS:
-        raise ValueError(f"{fn}: param must be one of {_PARAMS}, got {param!r}")
-    return param
 
 
 def check_spread_values(fn: str, name: str, spread: jax.Array, param: str) -> None:
@@ -37,8 +31,7 @@ def check_spread_values(fn: str, name: str, spread: jax.Array, param: str) -> No
         checks.check_positive(fn, name, spread)
 
 
-@jax.tree_util.register_pytree_node_class
-class DiagGaussian:
+class DiagGaussian(Gaussian):
     r"""Gaussian with diagonal covariance, ``N(mean, diag(var))``, batched over leading axes.
 
     The distribution keeps the spread in the parametrization it was given (``log_var``, ``var``
@@ -63,45 +56,56 @@ class DiagGaussian:
       (5, 2, 3)
     """
 
-    __slots__ = ("mean", "param", "spread")
-    mean: jax.Array
-    spread: jax.Array
-    param: str
+    mean: Float[Array, "*#b d"]
+    spread: Float[Array, "*#b d"]
+    param: str = eqx.field(static=True)
 
-    def __init__(self, mean: Float[ArrayLike, "*b d"], log_var: Float[ArrayLike, "*b d"]):
-        self._init("DiagGaussian", mean, log_var, "log_var")
-
-    def _init(self, fn: str, mean: ArrayLike, spread: ArrayLike, param: str) -> None:
+    def __init__(
+        self,
+        mean: Float[ArrayLike, "*#b d"],
+        log_var: Float[ArrayLike, "*#b d"] | None = None,
+        *,
+        var: Float[ArrayLike, "*#b d"] | None = None,
+        std: Float[ArrayLike, "*#b d"] | None = None,
+    ):
+        given = [(p, v) for p, v in (("log_var", log_var), ("var", var), ("std", std)) if v is not None]
+        fn = self._fn_name()
+        if len(given) != 1:
+            raise TypeError(
+                f"{fn}: give the spread exactly once, as log_var (positional), var= or std=; got "
+                f"{[p for p, _ in given] or 'none'}"
+            )
+        ((param, spread),) = given
         names = ("mean", param)
         mean, spread = as_float_arrays(fn, names, (mean, spread))
         checks.check_event_shapes(fn, names, (mean.shape, spread.shape))
         checks.check_finite(fn, "mean", mean)
         check_spread_values(fn, param, spread, param)
-        object.__setattr__(self, "mean", mean)
-        object.__setattr__(self, "spread", spread)
-        object.__setattr__(self, "param", param)
+        self.mean = mean
+        self.spread = spread
+        self.param = param
 
     @classmethod
-    def _make(cls, fn: str, mean: ArrayLike, spread: ArrayLike, param: str) -> DiagGaussian:
-        self = object.__new__(cls)
-        self._init(fn, mean, spread, param)
-        return self
-
-    @classmethod
-    def from_std(cls, mean: Float[ArrayLike, "*b d"], std: Float[ArrayLike, "*b d"]):
+    def from_std(cls, mean: Float[ArrayLike, "*#b d"], std: Float[ArrayLike, "*#b d"]):
         """``N(mean, diag(std**2))``; the standard deviations are kept as given (no log taken)."""
-        return cls._make("DiagGaussian.from_std", mean, std, "std")
+        with constructing_as(f"{cls.__name__}.from_std"):
+            return cls(mean, std=std)
 
     @classmethod
-    def from_var(cls, mean: Float[ArrayLike, "*b d"], var: Float[ArrayLike, "*b d"]):
+    def from_var(cls, mean: Float[ArrayLike, "*#b d"], var: Float[ArrayLike, "*#b d"]):
         """``N(mean, diag(var))``; the variances are kept as given (no log taken)."""
-        return cls._make("DiagGaussian.from_var", mean, var, "var")
+        with constructing_as(f"{cls.__name__}.from_var"):
+            return cls(mean, var=var)
 
     @classmethod
-    def from_param(cls, mean: ArrayLike, spread: ArrayLike, *, param: Param) -> DiagGaussian:
+    def from_param(
+        cls, mean: Float[ArrayLike, "*#b d"], spread: Float[ArrayLike, "*#b d"], *, param: Param
+    ) -> DiagGaussian:
         """Builds from ``spread`` given as ``param`` = "log_var", "var" or "std"."""
-        check_param("DiagGaussian.from_param", param)
-        return cls._make("DiagGaussian.from_param", mean, spread, param)
+        fn = f"{cls.__name__}.from_param"
+        checks.check_param(fn, param)
+        with constructing_as(fn):
+            return cls(mean, **{param: spread})
 
     @classmethod
     def standard(
@@ -111,26 +115,12 @@ class DiagGaussian:
         zeros = jnp.zeros((*batch_shape, event_size), dtype)
         return cls(zeros, zeros)
 
-    # pytree protocol: the spread parametrization is static metadata.
-    def tree_flatten(self):
-        return (self.mean, self.spread), self.param
+    def _repr_items(self) -> list[tuple[str, Any]]:
+        return [*super()._repr_items(), ("param", self.param)]
 
-    @classmethod
-    def tree_unflatten(cls, param, children):
-        self = object.__new__(cls)
-        object.__setattr__(self, "mean", children[0])
-        object.__setattr__(self, "spread", children[1])
-        object.__setattr__(self, "param", param)
-        return self
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"DiagGaussian is immutable; cannot set '{name}'")
-
-    def __repr__(self) -> str:
-        return (
-            f"DiagGaussian(batch_shape={self.batch_shape}, event_size={self.event_size}, "
-            f"param={self.param!r}, dtype={self.dtype})"
-        )
+    def named_leaves(self, prefix: str) -> list[tuple[str, jax.Array]]:
+        """``[("p.mean", mean), ("p.log_var", spread)]``: the spread named by its parametrization."""
+        return [(f"{prefix}.mean", self.mean), (f"{prefix}.{self.param}", self.spread)]
 
     # shapes
     @property
@@ -139,7 +129,7 @@ class DiagGaussian:
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
-        return tuple(jnp.broadcast_shapes(self.mean.shape[:-1], self.spread.shape[:-1]))
+        return broadcast_batch(self.mean.shape[:-1], self.spread.shape[:-1])
 
     @property
     def dtype(self):
@@ -212,11 +202,11 @@ class DiagGaussian:
 
     def to_full(self):
         """This distribution as a :class:`~gkl_jax.FullGaussian`, ``scale_tril = diag(std)``."""
-        from gkl_jax.full import FullGaussian, diag_embed  # local import: no cycle
+        from gkl_jax._src.distributions.full import FullGaussian  # local import: no cycle
 
         std = jnp.broadcast_to(self.std, (*self.batch_shape, self.event_size))
         mean = jnp.broadcast_to(self.mean, std.shape)
-        return FullGaussian._unchecked(mean, diag_embed(std))
+        return FullGaussian(mean, diag_embed(std))
 
     def to_low_rank(self, rank: int = 0):
         """This distribution as a :class:`~gkl_jax.LowRankGaussian` with a zero ``(d, rank)`` W.
@@ -229,10 +219,10 @@ class DiagGaussian:
           >>> DiagGaussian(jnp.zeros(3), jnp.zeros(3)).to_low_rank().rank
           0
         """
-        from gkl_jax.low_rank import LowRankGaussian  # local import: no cycle
+        from gkl_jax._src.distributions.low_rank import LowRankGaussian  # local import: no cycle
 
         factor = jnp.zeros((*self.batch_shape, self.event_size, rank), self.dtype)
-        return LowRankGaussian._unchecked(self.mean, factor, self.log_var)
+        return LowRankGaussian(self.mean, factor, self.log_var)
 
     def _sum_log_var(self) -> jax.Array:
         """``sum(log_var)`` over the latent axis, broadcast to ``batch_shape``."""

@@ -17,12 +17,12 @@ which is the textbook ``tr(Sigma_q^{-1} Sigma_p) - d + log det ratio + Mahalanob
 
 * Full ``q``: ``M``'s strictly lower part is taken from ``L_q^{-1}(B_p - L_q)`` (equal to it
   below the diagonal), which stays accurate when ``p ~ q``, and ``log M_ii`` is ``log1p`` of the
-  relative difference of the diagonals (:func:`gkl_jax._numerics.phi_log_ratio`). The solve is
-  blocked and recursive (:mod:`gkl_jax._linalg`): ``O(d^3 / 6)`` flops, nearly all in matrix
+  relative difference of the diagonals (:func:`gkl_jax._src.numerics.phi_log_ratio`). The solve is
+  blocked and recursive (:mod:`gkl_jax._src.linalg`): ``O(d^3 / 6)`` flops, nearly all in matrix
   products.
 * Diagonal ``q``: ``M = diag(1 / std_q) B_p``, ``O(d^2)`` for a full ``p`` and ``O(d)`` for a
   diagonal one (the kernel of :func:`gkl_jax.kl_diag`).
-* Low-rank parts (Woodbury and the determinant lemma, see :mod:`gkl_jax.low_rank`): a factor
+* Low-rank parts (Woodbury and the determinant lemma, see :mod:`gkl_jax._src.distributions.low_rank`): a factor
   ``W_p`` adds ``||B_q^{-1} W_p||_F^2 - log det C_p``; a factor ``W_q`` (with
   ``Sigma_q^{-1} = Psi_q^{-1} - U^T U``) adds ``log det C_q - ||U B_p||_F^2 - ||U W_p||_F^2 -
   ||U (mu_p - mu_q)||^2``. All ``O(d k^2 + k^3)`` for diagonal bases; nothing is densified.
@@ -45,48 +45,18 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
-from gkl_jax import checks
-from gkl_jax._linalg import mm, tril_solve_sumsq
-from gkl_jax._numerics import align_ranks, as_float_arrays, compute_dtype, phi_log_ratio
-from gkl_jax.full import FullGaussian, check_matrix_shapes, diag_embed
-from gkl_jax.gaussians import DiagGaussian, diag_pair
-from gkl_jax.kl import diag_kl_terms, register_kl
-from gkl_jax.low_rank import LowRankGaussian, woodbury
+from gkl_jax._src import checks
+from gkl_jax._src.base import Gaussian
+from gkl_jax._src.dispatch import Operation
+from gkl_jax._src.distributions.diag import DiagGaussian, diag_pair
+from gkl_jax._src.distributions.full import FullGaussian
+from gkl_jax._src.distributions.low_rank import LowRankGaussian
+from gkl_jax._src.kl.diag import diag_kl_terms
+from gkl_jax._src.kl.registry import register_kl
+from gkl_jax._src.linalg import diag_embed, mm, tril_solve_sumsq, woodbury
+from gkl_jax._src.numerics import align_ranks, as_float_arrays, phi_log_ratio
 
-__all__ = ["kl_full"]
-
-_FIELDS = (
-    (FullGaussian, ("mean", "scale_tril")),
-    (LowRankGaussian, ("mean", "factor", "log_diag")),
-    (DiagGaussian, ("mean", "spread")),
-)
-
-
-def cast_pair(fn: str, p: Any, q: Any) -> tuple[Any, Any, Any]:
-    """``(p, q, dtype)`` with every parameter of both in their common compute dtype.
-
-    The dtype policy of :func:`gkl_jax._numerics.compute_dtype` for Gaussian pytrees (whose
-    leaves may have been cast by ``jax.tree_util.tree_map``): bfloat16/float16 become float32.
-
-    Raises:
-      TypeError: ``p`` or ``q`` is not a gkl_jax Gaussian, or a parameter is not a float array
-        (named as ``p.mean``, ``q.scale_tril``, ...).
-    """
-    names, leaves = [], []
-    for arg, g in (("p", p), ("q", q)):
-        fields = next((f for t, f in _FIELDS if isinstance(g, t)), None)
-        if fields is None:
-            raise TypeError(
-                f"{fn}: argument '{arg}' must be a DiagGaussian, FullGaussian or "
-                f"LowRankGaussian, got {type(g).__name__}"
-            )
-        for field in fields:
-            label = g.param if field == "spread" else field
-            names.append(f"{arg}.{label}")
-            leaves.append(getattr(g, field))
-    dtype = compute_dtype(fn, names, leaves)
-    cast = lambda g: jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), g)  # noqa: E731
-    return cast(p), cast(q), dtype
+__all__ = ["diag_part", "kl_full", "structure"]
 
 
 class _View(NamedTuple):
@@ -99,16 +69,28 @@ class _View(NamedTuple):
     factor: jax.Array | None
 
 
-def _view(g: Any) -> _View:
-    if isinstance(g, FullGaussian):
-        return _View(g.mean, g.scale_tril, None, "", None)
-    if isinstance(g, LowRankGaussian):
-        return _View(g.mean, None, g.log_diag, "log_var", g.factor if g.rank else None)
+# How the structured kernel sees each Gaussian type: register a new family here.
+structure = Operation("structure", arity=1)
+
+
+@structure.register(FullGaussian)
+def _full_structure(g: FullGaussian) -> _View:
+    return _View(g.mean, g.scale_tril, None, "", None)
+
+
+@structure.register(LowRankGaussian)
+def _low_rank_structure(g: LowRankGaussian) -> _View:
+    return _View(g.mean, None, g.log_diag, "log_var", g.factor if g.rank else None)
+
+
+@structure.register(DiagGaussian)
+def _diag_structure(g: DiagGaussian) -> _View:
     return _View(g.mean, None, g.spread, g.param, None)
 
 
-def _diag_of(v: _View) -> DiagGaussian:
-    return DiagGaussian.tree_unflatten(v.param, (v.mean, v.spread))
+def diag_part(v: _View) -> DiagGaussian:
+    """The diagonal base of a view (or, for a low-rank view, its diagonal part) as a Gaussian."""
+    return DiagGaussian.from_param(v.mean, v.spread, param=v.param)
 
 
 def _sumsq(x: jax.Array, axes=(-2, -1)) -> jax.Array:
@@ -118,9 +100,9 @@ def _sumsq(x: jax.Array, axes=(-2, -1)) -> jax.Array:
 def _diag_base_terms(vp: _View, vq: _View) -> jax.Array:
     """2 KL of the bases when q's base is diagonal (p's base diagonal or triangular)."""
     if vp.tril is None:
-        param, args = diag_pair(_diag_of(vp), _diag_of(vq))
+        param, args = diag_pair(diag_part(vp), diag_part(vq))
         return 2.0 * jnp.sum(diag_kl_terms(*args, param), axis=-1)
-    std_q = _diag_of(vq).std
+    std_q = diag_part(vq).std
     tril_p, std_col = align_ranks(vp.tril, std_q[..., :, None])
     off = _sumsq(jnp.tril(tril_p, -1) / std_col)
     diag_p = jnp.diagonal(vp.tril, axis1=-2, axis2=-1)  # a diagonal p with stds diag(L_p)
@@ -136,20 +118,15 @@ def _kl_structured(p: Any, q: Any) -> jax.Array:
     Jitted (compiled once per shape and type) so that eager calls do not dispatch the blocked
     solver's many small operations one by one.
     """
-    checks.check_event_shapes(
-        "kl", ("p", "q"), ((*p.batch_shape, p.event_size), (*q.batch_shape, q.event_size))
-    )
-    batch = tuple(jnp.broadcast_shapes(p.batch_shape, q.batch_shape))
-    d = p.event_size
-    p, q, dtype = cast_pair("kl", p, q)
-    vp, vq = _view(p), _view(q)
+    p, q, batch, d, dtype = checks.check_gaussian_pair("kl", p, q)
+    vp, vq = structure(p), structure(q)
     mean_p, mean_q = align_ranks(vp.mean, vq.mean)
     delta = jnp.broadcast_to(mean_p - mean_q, (*batch, d))
     parts = []  # terms of 2 KL, each broadcastable to batch
 
     if vq.tril is None:
         parts.append(_diag_base_terms(vp, vq))
-        dq = _diag_of(vq)
+        dq = diag_part(vq)
         if vp.factor is not None:
             w, std = align_ranks(vp.factor, dq.std[..., None])
             parts.append(_sumsq(w / std))
@@ -159,7 +136,7 @@ def _kl_structured(p: Any, q: Any) -> jax.Array:
             parts.append(wb.log_det_cap)
             parts.append(-_sumsq(mm(u, delta[..., None])))
             if vp.tril is None:
-                var_p, col = align_ranks(_diag_of(vp).var, _sumsq(u, axes=-2))
+                var_p, col = align_ranks(diag_part(vp).var, _sumsq(u, axes=-2))
                 parts.append(-jnp.sum(var_p * col, axis=-1))
             else:
                 parts.append(-_sumsq(mm(u, vp.tril)))
@@ -171,7 +148,7 @@ def _kl_structured(p: Any, q: Any) -> jax.Array:
             tril_p = jnp.broadcast_to(vp.tril, (*batch, d, d))
             diag_p = jnp.diagonal(tril_p, axis1=-2, axis2=-1)
         else:
-            diag_p = jnp.broadcast_to(_diag_of(vp).std, (*batch, d))
+            diag_p = jnp.broadcast_to(diag_part(vp).std, (*batch, d))
             tril_p = diag_embed(diag_p)
         rhs = [delta[..., None]]
         if vp.factor is not None:
@@ -190,10 +167,8 @@ def _kl_structured(p: Any, q: Any) -> jax.Array:
     return 0.5 * total
 
 
-for _tp in (DiagGaussian, FullGaussian, LowRankGaussian):
-    for _tq in (DiagGaussian, FullGaussian, LowRankGaussian):
-        if not (_tp is DiagGaussian and _tq is DiagGaussian):  # kl.py owns the diagonal pair
-            register_kl(_tp, _tq)(_kl_structured)
+# Every pair of Gaussians; the diagonal pair (closer in the MRO) has its own kernel in diag.py.
+register_kl(Gaussian, Gaussian)(_kl_structured)
 
 
 def kl_full(
@@ -245,7 +220,7 @@ def kl_full(
     for (vn, v), (mn, m) in itertools.product(
         (("mean_p", m_p), ("mean_q", m_q)), (("scale_tril_p", l_p), ("scale_tril_q", l_q))
     ):
-        check_matrix_shapes(fn, vn, v.shape, mn, m.shape)
+        checks.check_matrix_shapes(fn, vn, v.shape, mn, m.shape)
     checks.check_event_shapes(fn, ("mean_p", "mean_q"), (m_p.shape, m_q.shape))
     # (*b, d, d) factors: the trailing d is the latent axis, the rest broadcasts like a batch
     checks.check_event_shapes(fn, ("scale_tril_p", "scale_tril_q"), (l_p.shape, l_q.shape))
@@ -253,6 +228,4 @@ def kl_full(
         checks.check_finite(fn, name, value)
         if name.startswith("scale"):
             checks.check_positive(fn, f"diagonal of {name}", jnp.diagonal(value, 0, -2, -1))
-    p = FullGaussian._unchecked(m_p, jnp.tril(l_p))
-    q = FullGaussian._unchecked(m_q, jnp.tril(l_q))
-    return _kl_structured(p, q)
+    return _kl_structured(FullGaussian(m_p, l_p), FullGaussian(m_q, l_q))

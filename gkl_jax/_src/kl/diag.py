@@ -11,7 +11,7 @@ For diagonal Gaussians ``p = N(mu_p, diag(v_p))`` and ``q = N(mu_q, diag(v_q))``
 Every term is a sum of two non-negative numbers, each computed to a few ulp: ``phi`` has no
 cancellation near 0 (:func:`gkl_jax.phi`) and the log-ratio of two variances or standard
 deviations given directly is ``log1p`` of their relative difference
-(:func:`gkl_jax._numerics.log_ratio`). Hence ``KL >= 0`` always, ``KL(p, p) == 0`` exactly, and a
+(:func:`gkl_jax._src.numerics.log_ratio`). Hence ``KL >= 0`` always, ``KL(p, p) == 0`` exactly, and a
 pair that differs by one part in a million keeps float32 precision -- where the textbook formula
 ``0.5 * (log(v_q / v_p) + v_p / v_q + (mu_p - mu_q)^2 / v_q - 1)`` loses every digit.
 
@@ -21,16 +21,15 @@ same kernel.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
-from gkl_jax import checks
-from gkl_jax._numerics import (
+from gkl_jax._src import checks
+from gkl_jax._src.distributions.diag import DiagGaussian, Param, check_spread_values, diag_pair
+from gkl_jax._src.kl.registry import register_kl
+from gkl_jax._src.numerics import (
     align_ranks,
     as_float_arrays,
     compute_dtype,
@@ -38,9 +37,8 @@ from gkl_jax._numerics import (
     phi_log_ratio,
     sum_last,
 )
-from gkl_jax.gaussians import DiagGaussian, Param, check_param, check_spread_values, diag_pair
 
-__all__ = ["kl", "kl_diag", "kl_diag_standard", "register_kl"]
+__all__ = ["diag_kl_terms", "kl_diag", "kl_diag_standard"]
 
 Axis = int | tuple[int, ...] | None
 
@@ -131,7 +129,7 @@ def kl_diag(
       (1, 2)
     """
     fn = "kl_diag"
-    check_param(fn, param)
+    checks.check_param(fn, param)
     names = _names(param)
     args = as_float_arrays(fn, names, (mean_p, log_var_p, mean_q, log_var_q))
     checks.check_event_shapes(fn, names, [a.shape for a in args])
@@ -175,7 +173,7 @@ def kl_diag_standard(
       0.5
     """
     fn = "kl_diag_standard"
-    check_param(fn, param)
+    checks.check_param(fn, param)
     names = ("mean", "log_var" if param == "log_var" else f"log_var (a {param})")
     mean, spread = as_float_arrays(fn, names, (mean, log_var))
     checks.check_event_shapes(fn, names, (mean.shape, spread.shape))
@@ -185,83 +183,6 @@ def kl_diag_standard(
     return _sum(fn, diag_kl_terms(mean, spread, jnp.zeros((), mean.dtype), unit, param), axis)
 
 
-# ---------------------------------------------------------------------------------------------
-# Dispatch on distribution types
-# ---------------------------------------------------------------------------------------------
-
-_KL_REGISTRY: dict[tuple[type, type], Callable[[Any, Any], jax.Array]] = {}
-
-
-def register_kl(type_p: type, type_q: type):
-    """Decorator registering ``fn(p, q)`` as the closed-form KL for ``(type_p, type_q)``.
-
-    Lookup follows the method resolution order of both types, so a subclass inherits its
-    parent's closed forms unless it registers its own.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from gkl_jax import DiagGaussian, kl, register_kl
-      >>> class Isotropic(DiagGaussian):
-      ...     pass
-      >>> @register_kl(Isotropic, Isotropic)
-      ... def _kl_iso(p, q):
-      ...     return kl(DiagGaussian(p.mean, p.spread), DiagGaussian(q.mean, q.spread))
-      >>> float(kl(Isotropic(jnp.zeros(2), jnp.zeros(2)), Isotropic(jnp.ones(2), jnp.zeros(2))))
-      1.0
-    """
-
-    def decorator(fn):
-        _KL_REGISTRY[(type_p, type_q)] = fn
-        return fn
-
-    return decorator
-
-
-def _lookup(type_p: type, type_q: type):
-    for tp in type_p.__mro__:
-        for tq in type_q.__mro__:
-            fn = _KL_REGISTRY.get((tp, tq))
-            if fn is not None:
-                return fn
-    return None
-
-
-def kl(p: Any, q: Any) -> Float[Array, "*b"]:
-    """KL(p || q) in closed form, dispatched on the types of ``p`` and ``q``.
-
-    Reduces over the latent axis: the result has the broadcast batch shape of ``p`` and ``q``.
-
-    Args:
-      p: a gkl_jax distribution.
-      q: a gkl_jax distribution.
-
-    Returns:
-      ``KL(p || q)``, shape ``broadcast(p.batch_shape, q.batch_shape)``.
-
-    Raises:
-      TypeError: no closed form is registered for the pair; the message names both types and
-        shows the Monte Carlo call that estimates it instead.
-      ValueError: the latent sizes differ or the batch shapes do not broadcast.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from gkl_jax import DiagGaussian, kl
-      >>> p = DiagGaussian.from_std(jnp.zeros(4), jnp.full(4, 1.00001))
-      >>> q = DiagGaussian.from_std(jnp.zeros(4), jnp.ones(4))
-      >>> float(kl(p, q))  # float32 1.00001 is 1.0000100136; exact KL 4.01085831e-10
-      4.0108583...e-10
-    """
-    fn = _lookup(type(p), type(q))
-    if fn is None:
-        raise TypeError(
-            f"kl: no closed form for KL({type(p).__name__} || {type(q).__name__}). "
-            "Estimate it by Monte Carlo instead: "
-            "gkl_jax.kl_mc(key, p, q, num_samples=1024) returns the estimate and its "
-            "standard error."
-        )
-    return fn(p, q)
-
-
 @register_kl(DiagGaussian, DiagGaussian)
 def _kl_diag_diag(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
     """Diagonal pair: the exact kernel on the parametrization chosen by ``diag_pair``."""
@@ -269,9 +190,6 @@ def _kl_diag_diag(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
     leaves = (p.mean, p.spread, q.mean, q.spread)
     checks.check_event_shapes("kl", names, [a.shape for a in leaves])
     dtype = compute_dtype("kl", names, leaves)  # cast before any log of a mixed parametrization
-    p, q = (
-        DiagGaussian.tree_unflatten(d.param, (d.mean.astype(dtype), d.spread.astype(dtype)))
-        for d in (p, q)
-    )
+    p, q = (jax.tree_util.tree_map(lambda a: a.astype(dtype), d) for d in (p, q))
     param, arrays = diag_pair(p, q)
     return sum_last(diag_kl_terms(*arrays, param))

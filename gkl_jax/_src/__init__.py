@@ -1,0 +1,31 @@
+"""The implementation of gkl_jax; the public API is re-exported flat from ``gkl_jax``.
+
+Data path: arrays (mean, log_var | var | std | scale_tril | factor) -> a distribution pytree
+(``distributions/``) -> a closed-form kernel on arrays, found by type dispatch (``kl/``,
+``divergences.py``) -> a reduction over the latent axis. The array API (``kl_diag``) and the pytree
+API (``kl``) call the same kernels.
+
+One concept per file::
+
+    base.py                 Distribution / Gaussian (equinox.Module pytree base), Estimate
+    dispatch.py             Operation: the one type registry (closest pair by MRO, no silent
+                            overrides) behind kl, the divergences and the Monte Carlo parts
+    numerics.py             phi(x) = e^x - 1 - x, exact log-ratios, the dtype policy, row sums
+    checks.py               trace-time shape/dtype errors; value checks only in checked mode
+    linalg.py               blocked triangular solves, Woodbury capacitance, whitening
+    distributions/diag.py       DiagGaussian (keeps log_var | var | std as given)
+    distributions/full.py       FullGaussian (Cholesky factor)
+    distributions/low_rank.py   LowRankGaussian (W W^T + diag)
+    distributions/mixture.py    GaussianMixture (diagonal components)
+    kl/registry.py          kl(p, q) and register_kl
+    kl/diag.py              kl_diag, kl_diag_standard: the exact diagonal kernel
+    kl/structured.py        kl_full and every pair with a full or low-rank member
+    kl/mixture.py           Hershey-Olsen approximation and upper bound for mixtures
+    divergences.py          Jeffreys, Renyi, Bhattacharyya, Hellinger, Wasserstein-2
+    monte_carlo.py          kl_mc: k1/k2/k3, antithetic pairs, control variates, stderr
+    from_samples.py         kl_from_samples: kNN (WKV 2009) and moment-fit estimators
+
+Adding a distribution type is one new file under ``distributions/`` plus registrations on the
+operations it supports (``register_kl``, ``structure``, ``renyi_parts``, ``wasserstein2_squared``,
+``draw_with_noise``, ``as_mixture``, ``log_ratio_at_noise``).
+"""

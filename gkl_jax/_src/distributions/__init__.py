@@ -1,0 +1,1 @@
+"""The distribution types, one file each: diag, full, low_rank, mixture."""
