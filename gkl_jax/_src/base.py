@@ -117,9 +117,7 @@ class Distribution(eqx.Module):
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self._repr_items())
-        return (
-            f"{type(self).__name__}(batch_shape={self.batch_shape}{extra}, dtype={self.dtype})"
-        )
+        return f"{type(self).__name__}(batch_shape={self.batch_shape}{extra}, dtype={self.dtype})"
 
     def _repr_items(self) -> list[tuple[str, Any]]:
         """``(name, value)`` pairs shown by ``repr`` between the batch shape and the dtype."""

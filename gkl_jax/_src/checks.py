@@ -5,7 +5,9 @@ Two kinds of problems are told apart:
 * **Shape problems** (latent sizes differ, batch shapes do not broadcast, a scalar where a vector is
   needed, an axis out of range) are known while tracing. They raise :class:`ValueError` at once,
   naming the function, the arguments and their shapes. Dtype problems raise :class:`TypeError`
-  (see :func:`gkl_jax._src.numerics.compute_dtype`).
+  (see :func:`gkl_jax._src.numerics.compute_dtype`). These are plain Python raises, not chex
+  assertions: ``chex.disable_asserts()`` turns chex's off, and a latent-size mismatch would then
+  broadcast silently into a wrong number.
 * **Value problems** (NaN or inf inputs, a variance or standard deviation that is not positive) are
   only known at run time, inside ``jit``. gkl_jax never clamps or hides them. Wrapping a
   computation in :func:`checked` turns on the value checks while it is traced, and reports a failed

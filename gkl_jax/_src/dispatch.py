@@ -59,8 +59,7 @@ class Operation:
         self.arity = arity
         self._default = default
         self._missing = missing or (
-            lambda *types: f"{name}: no implementation for "
-            f"({', '.join(t.__name__ for t in types)})"
+            lambda *types: f"{name}: no implementation for ({', '.join(t.__name__ for t in types)})"
         )
         self._table: dict[tuple[type, ...], Callable[..., Any]] = {}
         self._cache: dict[tuple[type, ...], Callable[..., Any] | None] = {}
@@ -73,9 +72,7 @@ class Operation:
           TypeError: wrong number of types, or a non-class.
         """
         if len(types) != self.arity or not all(isinstance(t, type) for t in types):
-            raise TypeError(
-                f"{self.name}: register takes {self.arity} class(es), got {types!r}"
-            )
+            raise TypeError(f"{self.name}: register takes {self.arity} class(es), got {types!r}")
 
         def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
             if types in self._table and not override:

@@ -115,7 +115,7 @@ def _spectral_sum_jvp(alpha, primals, tangents):
     return value, jnp.sum(deriv * proj, axis=-1)
 
 
-def _renyi_tri(p: Any, q: Any, alpha: float, batch, d, dtype) -> jax.Array:
+def _renyi_tri(p: Any, q: Any, alpha: float, batch, d, dtype) -> tuple[jax.Array, jax.Array]:
     """``2 (1 - alpha) D_alpha`` split as (spectral part, mean part) for triangular bases."""
     mean_p, tril_p = _tri(p, batch, d)
     mean_q, tril_q = _tri(q, batch, d)
@@ -213,7 +213,7 @@ def _renyi(p: Any, q: Any, alpha: float) -> jax.Array:
     return spectral / (2.0 * (1.0 - alpha)) + 0.5 * alpha * maha
 
 
-def renyi(p: Any, q: Any, *, alpha: float) -> Float[Array, "*b"]:
+def renyi(p: Any, q: Any, *, alpha: float) -> Float[Array, "*#b"]:
     r"""Renyi divergence ``D_alpha(p || q) = log(int p^alpha q^(1 - alpha)) / (alpha - 1)``.
 
     For Gaussians, with ``Sigma_alpha = alpha Sigma_q + (1 - alpha) Sigma_p`` (Gil et al. 2013)::
@@ -266,7 +266,7 @@ def renyi(p: Any, q: Any, *, alpha: float) -> Float[Array, "*b"]:
     return _renyi(p, q, alpha)
 
 
-def bhattacharyya(p: Any, q: Any) -> Float[Array, "*b"]:
+def bhattacharyya(p: Any, q: Any) -> Float[Array, "*#b"]:
     r"""Bhattacharyya distance ``D_B(p, q) = -log int sqrt(p q)`` (symmetric, ``>= 0``).
 
     With ``Sigma = (Sigma_p + Sigma_q) / 2``::
@@ -305,7 +305,7 @@ def _bhattacharyya(fn: str, p: Any, q: Any) -> jax.Array:
     return 0.5 * _renyi(p, q, 0.5)
 
 
-def hellinger(p: Any, q: Any) -> Float[Array, "*b"]:
+def hellinger(p: Any, q: Any) -> Float[Array, "*#b"]:
     r"""Squared Hellinger distance ``H^2(p, q) = 1 - int sqrt(p q) = 1 - exp(-D_B)``, in ``[0, 1]``.
 
     This is the convention ``H^2 = (1/2) int (sqrt p - sqrt q)^2``; it is computed as
@@ -335,7 +335,7 @@ def hellinger(p: Any, q: Any) -> Float[Array, "*b"]:
     return -jnp.expm1(-_bhattacharyya("hellinger", p, q))
 
 
-def jeffreys(p: Any, q: Any) -> Float[Array, "*b"]:
+def jeffreys(p: Any, q: Any) -> Float[Array, "*#b"]:
     r"""Jeffreys divergence (symmetrized KL) ``J(p, q) = KL(p || q) + KL(q || p)``.
 
     For Gaussians the log-determinants cancel::
@@ -399,9 +399,7 @@ def _w2_generic(p: Any, q: Any, batch, d, dtype) -> jax.Array:
     u, _, vt = jnp.linalg.svd(mm(jnp.swapaxes(tril_p, -1, -2), tril_q))
     r = lax.stop_gradient(mm(jnp.swapaxes(vt, -1, -2), jnp.swapaxes(u, -1, -2)))
     resid = tril_p - mm(tril_q, r)
-    return jnp.sum(jnp.square(mean_p - mean_q), axis=-1) + jnp.sum(
-        jnp.square(resid), axis=(-2, -1)
-    )
+    return jnp.sum(jnp.square(mean_p - mean_q), axis=-1) + jnp.sum(jnp.square(resid), axis=(-2, -1))
 
 
 @functools.partial(jax.jit, static_argnames="squared")
@@ -424,7 +422,7 @@ def _sqrt0_jvp(primals, tangents):
     return y, dx * jnp.where(x == 0, 0.0, 0.5 / jnp.where(x == 0, 1.0, y))
 
 
-def wasserstein2(p: Any, q: Any, *, squared: bool = False) -> Float[Array, "*b"]:
+def wasserstein2(p: Any, q: Any, *, squared: bool = False) -> Float[Array, "*#b"]:
     r"""2-Wasserstein distance between Gaussians (symmetric; a metric).
 
     ::

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import ArrayLike
 
 from gkl_jax._src.numerics import align_ranks
 
@@ -162,7 +163,7 @@ def _solve(tril, rhs_tril, rhs, leaf, need_x=False):
 
 
 def tril_solve_sumsq(
-    tril: jax.Array, rhs_tril: jax.Array, rhs: list[jax.Array], *, leaf: int = _LEAF
+    tril: ArrayLike, rhs_tril: ArrayLike, rhs: list[ArrayLike], *, leaf: int = _LEAF
 ) -> tuple[jax.Array, list[jax.Array]]:
     """``sum_{i>j} (L^{-1} T)_ij^2`` for lower-triangular ``L, T``, and ``L^{-1} R`` for each R.
 
@@ -180,14 +181,14 @@ def tril_solve_sumsq(
 
 
 def solve_tril_tril(
-    tril: jax.Array, rhs_tril: jax.Array, rhs: list[jax.Array], *, leaf: int = _LEAF
+    tril: ArrayLike, rhs_tril: ArrayLike, rhs: list[ArrayLike], *, leaf: int = _LEAF
 ) -> tuple[jax.Array, list[jax.Array]]:
     """``X = L^{-1} T`` (lower triangular, strictly upper part exactly 0) and each ``L^{-1} R``."""
     _, out = _solve(tril, rhs_tril, rhs, leaf, need_x=True)
     return out[0], out[1:]
 
 
-def solve_tril(tril: jax.Array, rhs: jax.Array, *, leaf: int = _LEAF) -> jax.Array:
+def solve_tril(tril: ArrayLike, rhs: ArrayLike, *, leaf: int = _LEAF) -> jax.Array:
     """``L^{-1} R`` for a ``(*batch, n, n)`` lower-triangular ``L`` and ``(*batch, n, m)`` ``R``."""
     return _solve(tril, None, [rhs], leaf)[1][0]
 

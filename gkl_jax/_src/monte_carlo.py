@@ -70,7 +70,6 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
 
 from gkl_jax._src import checks
 from gkl_jax._src.base import Estimate

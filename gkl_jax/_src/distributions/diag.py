@@ -68,7 +68,8 @@ class DiagGaussian(Gaussian):
         var: Float[ArrayLike, "*#b d"] | None = None,
         std: Float[ArrayLike, "*#b d"] | None = None,
     ):
-        given = [(p, v) for p, v in (("log_var", log_var), ("var", var), ("std", std)) if v is not None]
+        spreads = (("log_var", log_var), ("var", var), ("std", std))
+        given = [(p, v) for p, v in spreads if v is not None]
         fn = self._fn_name()
         if len(given) != 1:
             raise TypeError(
@@ -119,7 +120,7 @@ class DiagGaussian(Gaussian):
         return [*super()._repr_items(), ("param", self.param)]
 
     def named_leaves(self, prefix: str) -> list[tuple[str, jax.Array]]:
-        """``[("p.mean", mean), ("p.log_var", spread)]``: the spread named by its parametrization."""
+        """``[("p.mean", mean), ("p.log_var", spread)]``: the spread named by its parameter."""
         return [(f"{prefix}.mean", self.mean), (f"{prefix}.{self.param}", self.spread)]
 
     # shapes
@@ -137,7 +138,7 @@ class DiagGaussian(Gaussian):
 
     # parametrizations
     @property
-    def log_var(self) -> Float[Array, "*b d"]:
+    def log_var(self) -> Float[Array, "*#b d"]:
         if self.param == "log_var":
             return self.spread
         if self.param == "var":
@@ -145,7 +146,7 @@ class DiagGaussian(Gaussian):
         return 2.0 * jnp.log(self.spread)
 
     @property
-    def var(self) -> Float[Array, "*b d"]:
+    def var(self) -> Float[Array, "*#b d"]:
         if self.param == "log_var":
             return jnp.exp(self.spread)
         if self.param == "var":
@@ -153,7 +154,7 @@ class DiagGaussian(Gaussian):
         return jnp.square(self.spread)
 
     @property
-    def std(self) -> Float[Array, "*b d"]:
+    def std(self) -> Float[Array, "*#b d"]:
         if self.param == "log_var":
             return jnp.exp(0.5 * self.spread)
         if self.param == "var":
@@ -168,7 +169,7 @@ class DiagGaussian(Gaussian):
         return (x - mean) / (spread if self.param == "std" else jnp.sqrt(spread))
 
     # distribution methods
-    def log_prob(self, x: Float[ArrayLike, "*s d"]) -> Float[Array, "*s"]:
+    def log_prob(self, x: Float[ArrayLike, "*#s d"]) -> Float[Array, "*#s"]:
         """Log-density at ``x``, summed over the latent axis.
 
         Args:
@@ -196,7 +197,7 @@ class DiagGaussian(Gaussian):
         mean, std = align_ranks(self.mean, self.std, eps)[:2]
         return mean + std * eps
 
-    def entropy(self) -> Float[Array, "*b"]:
+    def entropy(self) -> Float[Array, "*#b"]:
         """Differential entropy ``0.5 * sum(1 + log(2 pi) + log_var)``, shape ``batch_shape``."""
         return 0.5 * (self._sum_log_var() + self.event_size * (1.0 + LOG_2PI))
 

@@ -59,9 +59,7 @@ class FullGaussian(Gaussian):
     mean: Float[Array, "*#b d"]
     scale_tril: Float[Array, "*#b d d"]
 
-    def __init__(
-        self, mean: Float[ArrayLike, "*#b d"], scale_tril: Float[ArrayLike, "*#b d d"]
-    ):
+    def __init__(self, mean: Float[ArrayLike, "*#b d"], scale_tril: Float[ArrayLike, "*#b d d"]):
         fn = self._fn_name()
         names = ("mean", "scale_tril")
         mean, tril = as_float_arrays(fn, names, (mean, scale_tril))
@@ -74,7 +72,7 @@ class FullGaussian(Gaussian):
 
     @classmethod
     def from_cov(
-        cls, mean: Float[ArrayLike, "*b d"], cov: Float[ArrayLike, "*b d d"]
+        cls, mean: Float[ArrayLike, "*#b d"], cov: Float[ArrayLike, "*#b d d"]
     ) -> FullGaussian:
         """``N(mean, cov)``, factored by Cholesky (only the lower triangle of ``cov`` is read).
 
@@ -97,11 +95,9 @@ class FullGaussian(Gaussian):
         checks.check_cholesky(fn, "cov", tril)
         return cls(mean, tril)
 
-
-
     @classmethod
     def from_precision(
-        cls, mean: Float[ArrayLike, "*b d"], precision: Float[ArrayLike, "*b d d"]
+        cls, mean: Float[ArrayLike, "*#b d"], precision: Float[ArrayLike, "*#b d d"]
     ) -> FullGaussian:
         """``N(mean, precision^{-1})`` without inverting the precision matrix.
 
@@ -143,7 +139,7 @@ class FullGaussian(Gaussian):
         return self.mean.dtype
 
     # parametrizations
-    def covariance(self) -> Float[Array, "*b d d"]:
+    def covariance(self) -> Float[Array, "*#b d d"]:
         """The dense covariance ``L L^T``."""
         tril = self.scale_tril
         return mm(tril, jnp.swapaxes(tril, -1, -2))
@@ -152,13 +148,13 @@ class FullGaussian(Gaussian):
         """Itself (every family has ``to_full``)."""
         return self
 
-    def log_det_cov(self) -> Float[Array, "*b"]:
+    def log_det_cov(self) -> Float[Array, "*#b"]:
         """``log det(L L^T) = 2 sum_i log L_ii``, shape ``batch_shape``."""
         value = 2.0 * jnp.sum(jnp.log(_diag(self.scale_tril)), axis=-1)
         return jnp.broadcast_to(value, self.batch_shape)
 
     # distribution methods
-    def log_prob(self, x: Float[ArrayLike, "*s d"]) -> Float[Array, "*s"]:
+    def log_prob(self, x: Float[ArrayLike, "*#s d"]) -> Float[Array, "*#s"]:
         """Log-density ``-0.5 * (||L^{-1}(x - mean)||^2 + log det(L L^T) + d log(2 pi))``.
 
         Args:
@@ -188,7 +184,6 @@ class FullGaussian(Gaussian):
         out = mean + mm(self.scale_tril, eps_)
         return out[..., 0]
 
-    def entropy(self) -> Float[Array, "*b"]:
+    def entropy(self) -> Float[Array, "*#b"]:
         """Differential entropy ``0.5 * d * (1 + log 2 pi) + sum_i log L_ii``."""
         return 0.5 * (self.log_det_cov() + self.event_size * (1.0 + LOG_2PI))
-

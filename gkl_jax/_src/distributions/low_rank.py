@@ -113,7 +113,7 @@ class LowRankGaussian(Gaussian):
         """The capacitance factorization (see :func:`woodbury`)."""
         return woodbury(self.factor, self.log_diag)
 
-    def log_det_cov(self) -> Float[Array, "*b"]:
+    def log_det_cov(self) -> Float[Array, "*#b"]:
         """``log det Sigma = sum(log_diag) + log det C`` by the matrix determinant lemma."""
         log_det = jnp.sum(self.log_diag, axis=-1)
         if self.rank:
@@ -121,7 +121,7 @@ class LowRankGaussian(Gaussian):
             log_det = log_det + cap
         return jnp.broadcast_to(log_det, self.batch_shape)
 
-    def covariance(self) -> Float[Array, "*b d d"]:
+    def covariance(self) -> Float[Array, "*#b d d"]:
         """The dense ``d x d`` covariance (``O(d^2 k)``; for inspection and tests)."""
         w = self.factor
         dense = mm(w, jnp.swapaxes(w, -1, -2))
@@ -136,7 +136,7 @@ class LowRankGaussian(Gaussian):
         return FullGaussian(mean, jnp.linalg.cholesky(cov))
 
     # distribution methods
-    def log_prob(self, x: Float[ArrayLike, "*s d"]) -> Float[Array, "*s"]:
+    def log_prob(self, x: Float[ArrayLike, "*#s d"]) -> Float[Array, "*#s"]:
         """Log-density, with ``r^T Sigma^{-1} r = ||r / sqrt(psi)||^2 - ||U r||^2`` (Woodbury).
 
         Args:
@@ -178,6 +178,6 @@ class LowRankGaussian(Gaussian):
             out = out + jnp.sum(w * e, axis=-1)
         return out
 
-    def entropy(self) -> Float[Array, "*b"]:
+    def entropy(self) -> Float[Array, "*#b"]:
         """Differential entropy ``0.5 * (log det Sigma + d (1 + log 2 pi))``."""
         return 0.5 * (self.log_det_cov() + self.event_size * (1.0 + LOG_2PI))

@@ -112,11 +112,11 @@ class GaussianMixture(Distribution):
         return jnp.promote_types(self.logits.dtype, self.components.dtype)
 
     @property
-    def log_weights(self) -> Float[Array, "*b k"]:
+    def log_weights(self) -> Float[Array, "*#b k"]:
         """Normalized log mixture weights ``log_softmax(logits)``."""
         return jax.nn.log_softmax(self.logits, axis=-1)
 
-    def log_prob(self, x: Float[ArrayLike, "*s d"]) -> Float[Array, "*s"]:
+    def log_prob(self, x: Float[ArrayLike, "*#s d"]) -> Float[Array, "*#s"]:
         """``log sum_k w_k N(x; mean_k, var_k)``, by ``logsumexp`` over the components.
 
         Args:

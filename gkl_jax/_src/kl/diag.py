@@ -11,9 +11,9 @@ For diagonal Gaussians ``p = N(mu_p, diag(v_p))`` and ``q = N(mu_q, diag(v_q))``
 Every term is a sum of two non-negative numbers, each computed to a few ulp: ``phi`` has no
 cancellation near 0 (:func:`gkl_jax.phi`) and the log-ratio of two variances or standard
 deviations given directly is ``log1p`` of their relative difference
-(:func:`gkl_jax._src.numerics.log_ratio`). Hence ``KL >= 0`` always, ``KL(p, p) == 0`` exactly, and a
-pair that differs by one part in a million keeps float32 precision -- where the textbook formula
-``0.5 * (log(v_q / v_p) + v_p / v_q + (mu_p - mu_q)^2 / v_q - 1)`` loses every digit.
+(:func:`gkl_jax._src.numerics.log_ratio`). Hence ``KL >= 0`` always, ``KL(p, p) == 0`` exactly,
+and a pair that differs by one part in a million keeps float32 precision -- where the textbook
+formula ``0.5 * (log(v_q / v_p) + v_p / v_q + (mu_p - mu_q)^2 / v_q - 1)`` loses every digit.
 
 The array API (:func:`kl_diag`, :func:`kl_diag_standard`) and the pytree API (:func:`kl`) call the
 same kernel.
@@ -79,10 +79,10 @@ def _names(param: str) -> tuple[str, str, str, str]:
 
 
 def kl_diag(
-    mean_p: Float[ArrayLike, "*b d"],
-    log_var_p: Float[ArrayLike, "*b d"],
-    mean_q: Float[ArrayLike, "*b d"],
-    log_var_q: Float[ArrayLike, "*b d"],
+    mean_p: Float[ArrayLike, "*#b d"],
+    log_var_p: Float[ArrayLike, "*#b d"],
+    mean_q: Float[ArrayLike, "*#b d"],
+    log_var_q: Float[ArrayLike, "*#b d"],
     *,
     axis: Axis = -1,
     param: Param = "log_var",
@@ -139,8 +139,8 @@ def kl_diag(
 
 
 def kl_diag_standard(
-    mean: Float[ArrayLike, "*b d"],
-    log_var: Float[ArrayLike, "*b d"],
+    mean: Float[ArrayLike, "*#b d"],
+    log_var: Float[ArrayLike, "*#b d"],
     *,
     axis: Axis = -1,
     param: Param = "log_var",

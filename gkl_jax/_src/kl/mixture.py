@@ -19,7 +19,6 @@ Reference:
   mixture models", ICASSP 2007.
 """
 
-
 from __future__ import annotations
 
 from typing import Any
@@ -61,8 +60,7 @@ def _as_mixture(fn: str, name: str, dist: Any) -> GaussianMixture:
     impl = as_mixture.lookup(type(dist))
     if impl is None:
         raise TypeError(
-            f"{fn}: '{name}' must be a GaussianMixture or a DiagGaussian, got "
-            f"{type(dist).__name__}"
+            f"{fn}: '{name}' must be a GaussianMixture or a DiagGaussian, got {type(dist).__name__}"
         )
     return impl(dist)
 
@@ -87,7 +85,7 @@ def _prepare(fn: str, p: Any, q: Any) -> tuple[GaussianMixture, GaussianMixture]
     return f, g
 
 
-def kl_mixture_variational(p: Mixable, q: Mixable) -> Float[Array, "*b"]:
+def kl_mixture_variational(p: Mixable, q: Mixable) -> Float[Array, "*#b"]:
     r"""Hershey & Olsen's variational **approximation** of ``KL(p || q)`` for Gaussian mixtures.
 
     With ``p = sum_a pi_a p_a`` and ``q = sum_b w_b q_b``,
@@ -139,7 +137,7 @@ def kl_mixture_variational(p: Mixable, q: Mixable) -> Float[Array, "*b"]:
     return jnp.sum(jnp.exp(log_pi) * (num - den), axis=-1)
 
 
-def kl_mixture_upper_bound(p: Mixable, q: Mixable, *, num_iters: int = 10) -> Float[Array, "*b"]:
+def kl_mixture_upper_bound(p: Mixable, q: Mixable, *, num_iters: int = 10) -> Float[Array, "*#b"]:
     r"""Hershey & Olsen's variational **upper bound** on ``KL(p || q)`` for Gaussian mixtures.
 
     For any joint weights ``phi_ab >= 0`` with ``sum_b phi_ab = pi_a`` and ``psi_ab >= 0`` with

@@ -75,4 +75,3 @@ def kl(p: Any, q: Any) -> Float[Array, "*#b"]:
       4.0108583...e-10
     """
     return kl_op(p, q)
-

@@ -22,10 +22,12 @@ which is the textbook ``tr(Sigma_q^{-1} Sigma_p) - d + log det ratio + Mahalanob
   products.
 * Diagonal ``q``: ``M = diag(1 / std_q) B_p``, ``O(d^2)`` for a full ``p`` and ``O(d)`` for a
   diagonal one (the kernel of :func:`gkl_jax.kl_diag`).
-* Low-rank parts (Woodbury and the determinant lemma, see :mod:`gkl_jax._src.distributions.low_rank`): a factor
-  ``W_p`` adds ``||B_q^{-1} W_p||_F^2 - log det C_p``; a factor ``W_q`` (with
-  ``Sigma_q^{-1} = Psi_q^{-1} - U^T U``) adds ``log det C_q - ||U B_p||_F^2 - ||U W_p||_F^2 -
-  ||U (mu_p - mu_q)||^2``. All ``O(d k^2 + k^3)`` for diagonal bases; nothing is densified.
+* Low-rank parts (Woodbury and the determinant lemma, see
+  :mod:`gkl_jax._src.distributions.low_rank`): a factor ``W_p`` adds
+  ``||B_q^{-1} W_p||_F^2 - log det C_p``; a factor ``W_q`` (with
+  ``Sigma_q^{-1} = Psi_q^{-1} - U^T U``) adds
+  ``log det C_q - ||U B_p||_F^2 - ||U W_p||_F^2 - ||U (mu_p - mu_q)||^2``. All
+  ``O(d k^2 + k^3)`` for diagonal bases; nothing is densified.
 
 The base terms are exact for nearly identical pairs. The low-rank corrections are differences of
 ``O(k)``-sized terms: for two nearly identical low-rank pairs their absolute error is
@@ -172,11 +174,11 @@ register_kl(Gaussian, Gaussian)(_kl_structured)
 
 
 def kl_full(
-    mean_p: Float[ArrayLike, "*b d"],
-    scale_tril_p: Float[ArrayLike, "*b d d"],
-    mean_q: Float[ArrayLike, "*b d"],
-    scale_tril_q: Float[ArrayLike, "*b d d"],
-) -> Float[Array, "*b"]:
+    mean_p: Float[ArrayLike, "*#b d"],
+    scale_tril_p: Float[ArrayLike, "*#b d d"],
+    mean_q: Float[ArrayLike, "*#b d"],
+    scale_tril_q: Float[ArrayLike, "*#b d d"],
+) -> Float[Array, "*#b"]:
     r"""KL(p || q) between full-covariance Gaussians given by means and Cholesky factors.
 
     With ``M = L_q^{-1} L_p`` (lower triangular, ``M_ii = L_p,ii / L_q,ii``)::
