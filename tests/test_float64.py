@@ -7,7 +7,7 @@ import pytest
 from jax.test_util import check_grads
 
 from gkl_jax import DiagGaussian, kl, kl_diag, kl_diag_standard
-from tests.reference import kl_diag_exact, max_rel_err
+from tests.helpers import kl_diag_exact, max_rel_err
 
 pytestmark = pytest.mark.usefixtures("x64")
 

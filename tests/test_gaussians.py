@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from gkl_jax import DiagGaussian
-from tests.reference import diag_log_prob_f64
+from tests.helpers import diag_log_prob_f64
 
 RNG = np.random.default_rng(0)
 MEAN = RNG.normal(size=(3, 4)).astype(np.float32)

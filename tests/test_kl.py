@@ -9,7 +9,7 @@ from jax.test_util import check_grads
 
 import gkl_jax
 from gkl_jax import DiagGaussian, kl, kl_diag, kl_diag_standard
-from tests.reference import kl_diag_exact, kl_diag_grad_f64, max_rel_err
+from tests.helpers import kl_diag_exact, kl_diag_grad_f64, max_rel_err
 
 PARAMS = ("log_var", "var", "std")
 TARGET = 2e-6  # float32 max relative error, every regime, every parametrization

@@ -15,7 +15,7 @@ from gkl_jax._src.numerics import (
     phi_log_ratio,
     sum_last,
 )
-from tests.reference import max_rel_err, phi_exact
+from tests.helpers import max_rel_err, phi_exact
 
 
 def _phi_grid(dtype):

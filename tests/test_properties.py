@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gkl_jax import DiagGaussian, kl, kl_diag
-from tests.reference import kl_diag_exact, max_rel_err
+from tests.helpers import kl_diag_exact, max_rel_err
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
