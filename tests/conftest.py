@@ -1,10 +1,23 @@
-"""Test configuration: strict rank promotion everywhere, and shared fixtures."""
+"""Test configuration: strict rank promotion, a persistent compilation cache, shared fixtures."""
+
+import os
+import pathlib
 
 import jax
 import pytest
 from hypothesis import settings
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# JAX's persistent compilation cache, shared by repeated runs and by the pytest-xdist workers.
+# Configured at import of this conftest, before any test module is imported or compiles anything.
+# Every executable is cached, however fast it compiled and however small it is.
+_CACHE_DIR = os.environ.get("GKL_JAX_TEST_CACHE") or str(
+    pathlib.Path(__file__).resolve().parents[1] / ".jax_cache"
+)
+jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 # Property tests are derandomized so that CI runs are reproducible; each test's own
 # @settings(max_examples=...) still applies.

@@ -1,13 +1,16 @@
-"""Independent references for the tests: high-precision (mpmath) and float64 NumPy closed forms.
+"""Shared test helpers: independent references (mpmath, float64 NumPy) and random inputs."""
 
-These use the textbook formulas, evaluated either in 50-digit arithmetic (where the float formula
-would cancel) or in float64 where the inputs are far apart. They share no code with gkl_jax.
-"""
+# The references use the textbook formulas, evaluated either in 50-digit arithmetic (where the float
+# formula would cancel) or in float64 where the inputs are far apart. They share no code with
+# gkl_jax; only the random-input builders (rand_dist, random_mixture) construct gkl_jax pytrees.
 
 from __future__ import annotations
 
+import jax
 import mpmath
 import numpy as np
+
+from gkl_jax import DiagGaussian, FullGaussian, GaussianMixture, LowRankGaussian
 
 mpmath.mp.dps = 50
 
@@ -68,3 +71,65 @@ def max_rel_err(got, ref, floor=_TINY64):
     got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
     scale = np.maximum(np.abs(ref), floor)
     return float(np.max(np.abs(got - ref) / scale))
+
+
+# ---------------------------------------------------------------------------------------------
+# dense float64 references and random inputs for the structured families and mixtures
+# ---------------------------------------------------------------------------------------------
+
+
+def dense_kl(mp, cov_p, mq, cov_q):
+    """Textbook KL(p || q) in float64 (for pairs that are not nearly identical)."""
+    mp, cov_p, mq, cov_q = (np.asarray(a, np.float64) for a in (mp, cov_p, mq, cov_q))
+    d = mp.shape[-1]
+    inv_q = np.linalg.inv(cov_q)
+    dm = mq - mp
+    maha = np.einsum("...i,...ij,...j->...", dm, inv_q, dm)
+    tr = np.trace(inv_q @ cov_p, axis1=-2, axis2=-1)
+    ld = np.linalg.slogdet(cov_q)[1] - np.linalg.slogdet(cov_p)[1]
+    return 0.5 * (tr - d + maha + ld)
+
+
+def rand_tril(rng, shape, d, off=0.5):
+    """A random lower-triangular factor with a positive diagonal, batch shape ``shape``."""
+    a = rng.standard_normal((*shape, d, d)) / np.sqrt(d)
+    diag = np.exp(0.3 * rng.standard_normal((*shape, 1, d)))
+    return np.tril(a, -1) * off + np.eye(d) * diag
+
+
+def rand_dist(kind, rng, shape=(), d=5, k=2):
+    """A random distribution of ``kind``, with its mean and dense covariance (float64)."""
+    m = rng.standard_normal((*shape, d))
+    if kind in ("diag", "diag-std", "diag-var"):
+        lv = 0.5 * rng.standard_normal((*shape, d))
+        if kind == "diag":
+            dist = DiagGaussian(m, lv)
+        elif kind == "diag-std":
+            dist = DiagGaussian.from_std(m, np.exp(0.5 * lv))
+        else:
+            dist = DiagGaussian.from_var(m, np.exp(lv))
+        return dist, m, np.exp(lv)[..., None] * np.eye(d)
+    if kind == "full":
+        tril = rand_tril(rng, shape, d)
+        return FullGaussian(m, tril), m, tril @ np.swapaxes(tril, -1, -2)
+    w = 0.7 * rng.standard_normal((*shape, d, k))
+    ld = 0.3 * rng.standard_normal((*shape, d))
+    cov = w @ np.swapaxes(w, -1, -2) + np.exp(ld)[..., None] * np.eye(d)
+    return LowRankGaussian(m, w, ld), m, cov
+
+
+def random_mixture(seed, batch, k, d, spread=1.0):
+    """A random GaussianMixture of ``k`` diagonal components in ``d`` dimensions."""
+    rng = np.random.default_rng(seed)
+    comps = DiagGaussian(
+        spread * rng.normal(size=(*batch, k, d)), 0.5 * rng.normal(size=(*batch, k, d))
+    )
+    return GaussianMixture(rng.normal(size=(*batch, k)), comps)
+
+
+def np_params(mix):
+    """A GaussianMixture's weights, means and variances as float64 NumPy arrays."""
+    w = np.asarray(jax.nn.softmax(mix.logits, axis=-1), np.float64)
+    mean = np.asarray(mix.components.mean, np.float64)
+    var = np.asarray(mix.components.var, np.float64)
+    return w, mean, var

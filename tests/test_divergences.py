@@ -1,5 +1,4 @@
-"""Jeffreys, Renyi, Bhattacharyya, Hellinger and W2: dense float64 and numerical-integration checks,
-properties, gradients and errors."""
+"""Jeffreys, Renyi, Bhattacharyya, Hellinger, W2: dense float64, integrals, properties, errors."""
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +22,7 @@ from gkl_jax import (
     renyi,
     wasserstein2,
 )
-from tests.test_kl_structured import dense_kl, rand_dist, rand_tril
+from tests.helpers import dense_kl, rand_dist, rand_tril
 
 # ---------------------------------------------------------------------------------------------
 # references (float64 dense, SciPy)

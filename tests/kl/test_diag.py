@@ -1,4 +1,4 @@
-"""Closed-form diagonal KL: accuracy against mpmath in every regime, transformations, API, errors."""
+"""kl_diag, kl_diag_standard, kl of diagonal pairs and register_kl: accuracy, API, errors."""
 
 import chex
 import jax
@@ -213,28 +213,49 @@ def test_broadcasting_grid(shapes):
 
 
 # ------------------------------------------------------------------------------------------
-# jit / vmap / grad, chex variants
+# jit / vmap / grad; the variants are those of chex.variants (jit, no jit, arguments on device)
 # ------------------------------------------------------------------------------------------
 
 
-class KlDiagVariantsTest(chex.TestCase):
-    @chex.variants(with_jit=True, without_jit=True, with_device=True)
-    def test_value_and_shape(self):
-        rng = np.random.default_rng(14)
-        args = [rng.normal(size=(4, 6)).astype(np.float32) for _ in range(4)]
-        fn = self.variant(kl_diag)
-        got = fn(*args)
-        chex.assert_shape(got, (4,))
-        chex.assert_tree_all_finite(got)
-        np.testing.assert_allclose(got, kl_diag_exact(*args).sum(-1), rtol=TARGET)
+def _without_jit(fn):
+    return fn
 
-    @chex.variants(with_jit=True, without_jit=True)
-    def test_pytree_kl(self):
-        p = DiagGaussian(jnp.zeros((2, 3)), jnp.zeros(3))
-        q = DiagGaussian(jnp.ones(3), jnp.full(3, 0.5))
-        got = self.variant(kl)(p, q)
-        expected = kl_diag_exact(np.zeros((2, 3)), np.zeros(3), np.ones(3), np.full(3, 0.5)).sum(-1)
-        chex.assert_trees_all_close(got, expected.astype(np.float32), rtol=1e-6)
+
+def _with_device(fn):
+    """Calls ``fn`` without jit, on its arguments put on the default device first."""
+
+    def put(x):
+        try:
+            return jax.device_put(x)
+        except TypeError:  # not a valid JAX type
+            return x
+
+    def wrapper(*args, **kwargs):
+        return fn(*jax.tree_util.tree_map(put, args), **jax.tree_util.tree_map(put, kwargs))
+
+    return wrapper
+
+
+@pytest.mark.parametrize(
+    "variant", [jax.jit, _without_jit, _with_device], ids=["with_jit", "without_jit", "with_device"]
+)
+def test_value_and_shape(variant):
+    rng = np.random.default_rng(14)
+    args = [rng.normal(size=(4, 6)).astype(np.float32) for _ in range(4)]
+    fn = variant(kl_diag)
+    got = fn(*args)
+    chex.assert_shape(got, (4,))
+    chex.assert_tree_all_finite(got)
+    np.testing.assert_allclose(got, kl_diag_exact(*args).sum(-1), rtol=TARGET)
+
+
+@pytest.mark.parametrize("variant", [jax.jit, _without_jit], ids=["with_jit", "without_jit"])
+def test_pytree_kl(variant):
+    p = DiagGaussian(jnp.zeros((2, 3)), jnp.zeros(3))
+    q = DiagGaussian(jnp.ones(3), jnp.full(3, 0.5))
+    got = variant(kl)(p, q)
+    expected = kl_diag_exact(np.zeros((2, 3)), np.zeros(3), np.ones(3), np.full(3, 0.5)).sum(-1)
+    chex.assert_trees_all_close(got, expected.astype(np.float32), rtol=1e-6)
 
 
 def test_vmap_over_batch_and_over_latent_dims():

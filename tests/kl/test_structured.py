@@ -1,9 +1,8 @@
-"""KL for every pair of DiagGaussian / FullGaussian / LowRankGaussian: accuracy, API, errors.
+"""kl for every pair with a FullGaussian or LowRankGaussian member: accuracy, API, errors."""
 
-References are independent of gkl_jax: dense float64 NumPy formulas, SciPy triangular solves on
-float64 copies of the float32 inputs (exact enough for the nearly identical pairs: relative error
-~1e-15), 50-digit mpmath, and distrax/TFP when installed.
-"""
+# References are independent of gkl_jax: dense float64 NumPy formulas, SciPy triangular solves on
+# float64 copies of the float32 inputs (exact enough for the nearly identical pairs: relative error
+# ~1e-15), 50-digit mpmath, and distrax/TFP when installed.
 
 import itertools
 
@@ -19,22 +18,11 @@ from jax.test_util import check_grads
 
 import gkl_jax
 from gkl_jax import DiagGaussian, FullGaussian, LowRankGaussian, kl, kl_full
+from tests.helpers import dense_kl, rand_dist, rand_tril
 
 # ---------------------------------------------------------------------------------------------
 # references
 # ---------------------------------------------------------------------------------------------
-
-
-def dense_kl(mp, cov_p, mq, cov_q):
-    """Textbook KL(p || q) in float64 (for pairs that are not nearly identical)."""
-    mp, cov_p, mq, cov_q = (np.asarray(a, np.float64) for a in (mp, cov_p, mq, cov_q))
-    d = mp.shape[-1]
-    inv_q = np.linalg.inv(cov_q)
-    dm = mq - mp
-    maha = np.einsum("...i,...ij,...j->...", dm, inv_q, dm)
-    tr = np.trace(inv_q @ cov_p, axis1=-2, axis2=-1)
-    ld = np.linalg.slogdet(cov_q)[1] - np.linalg.slogdet(cov_p)[1]
-    return 0.5 * (tr - d + maha + ld)
 
 
 def chol_kl_f64(mp, lp, mq, lq):
@@ -63,33 +51,6 @@ def mp_kl(mp, lp, mq, lq):
         tr = sum(m[i, j] ** 2 for i in range(d) for j in range(d))
         logdet = sum(2 * mpmath.log(m[i, i]) for i in range(d))
         return float((tr - d - logdet + sum(z[i] ** 2 for i in range(d))) / 2)
-
-
-def rand_tril(rng, shape, d, off=0.5):
-    a = rng.standard_normal((*shape, d, d)) / np.sqrt(d)
-    diag = np.exp(0.3 * rng.standard_normal((*shape, 1, d)))
-    return np.tril(a, -1) * off + np.eye(d) * diag
-
-
-def rand_dist(kind, rng, shape=(), d=5, k=2):
-    """A random distribution of ``kind``, with its mean and dense covariance (float64)."""
-    m = rng.standard_normal((*shape, d))
-    if kind in ("diag", "diag-std", "diag-var"):
-        lv = 0.5 * rng.standard_normal((*shape, d))
-        if kind == "diag":
-            dist = DiagGaussian(m, lv)
-        elif kind == "diag-std":
-            dist = DiagGaussian.from_std(m, np.exp(0.5 * lv))
-        else:
-            dist = DiagGaussian.from_var(m, np.exp(lv))
-        return dist, m, np.exp(lv)[..., None] * np.eye(d)
-    if kind == "full":
-        tril = rand_tril(rng, shape, d)
-        return FullGaussian(m, tril), m, tril @ np.swapaxes(tril, -1, -2)
-    w = 0.7 * rng.standard_normal((*shape, d, k))
-    ld = 0.3 * rng.standard_normal((*shape, d))
-    cov = w @ np.swapaxes(w, -1, -2) + np.exp(ld)[..., None] * np.eye(d)
-    return LowRankGaussian(m, w, ld), m, cov
 
 
 KINDS = ("diag", "diag-std", "full", "lowrank")

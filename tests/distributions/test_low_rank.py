@@ -1,5 +1,4 @@
-"""LowRankGaussian: Woodbury densities against SciPy on the dense covariance, sampling, rank 0,
-large sizes without densifying, pytree behaviour and errors."""
+"""LowRankGaussian: Woodbury densities vs SciPy, sampling, rank 0, no densifying, pytree, errors."""
 
 import jax
 import jax.numpy as jnp
