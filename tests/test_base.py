@@ -166,6 +166,7 @@ def test_hash_is_identity_so_bound_methods_can_be_jitted():
     assert {p: 1, q: 2}[q] == 2  # equal values, distinct keys
 
 
+@pytest.mark.invalid_input
 def test_unflattening_does_not_validate():
     p = build("diag")
     treedef = jax.tree_util.tree_structure(p)

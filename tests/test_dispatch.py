@@ -76,6 +76,7 @@ def test_override_of_a_missing_pair_just_registers():
     assert op(A(), A()) == "AA"
 
 
+@pytest.mark.invalid_input
 def test_register_validates_its_arguments():
     op = make_op()
     with pytest.raises(TypeError, match="register takes 2 class"):

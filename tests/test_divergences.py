@@ -341,6 +341,7 @@ def test_wasserstein2_gradient_at_p_equals_q_is_zero():
     np.testing.assert_allclose(g, np.ones(4) / 2.0, rtol=1e-6)
 
 
+@pytest.mark.invalid_input
 def test_errors():
     p = DiagGaussian(jnp.zeros(3), jnp.zeros(3))
     q = FullGaussian(jnp.zeros(4), jnp.eye(4))

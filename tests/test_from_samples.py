@@ -223,6 +223,7 @@ def test_moment_fit_diag_data_and_jackknife_calibration():
     assert abs(np.mean(vals) - exact) < 4 * np.std(vals) / np.sqrt(reps) + 0.01
 
 
+@pytest.mark.invalid_input
 def test_errors_and_vmap():
     x = np.zeros((10, 3), np.float32)
     with pytest.raises(ValueError, match=r"'x_p' must be a 2-D.*shape \(10,\)"):

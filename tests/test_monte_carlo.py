@@ -316,6 +316,7 @@ def test_bfloat16_inputs_are_computed_in_float32():
     np.testing.assert_allclose(est.value, 2.0, rtol=1e-5)
 
 
+@pytest.mark.invalid_input
 def test_errors():
     p = DiagGaussian(jnp.zeros(3), jnp.zeros(3))
     key = jax.random.key(0)

@@ -203,6 +203,7 @@ def test_non_float_inputs_raise_type_error_naming_the_argument(value, dtype_name
         as_float_arrays("myfn", ["mean_p", "log_var_q"], [np.zeros(3, np.float32), value])
 
 
+@pytest.mark.invalid_input
 def test_non_array_input_raises_type_error():
     with pytest.raises(TypeError, match="argument 'x' must be a floating-point array, got str"):
         as_float_arrays("myfn", ["x"], ["hello"])

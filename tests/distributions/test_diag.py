@@ -141,6 +141,7 @@ def test_repr():
     )
 
 
+@pytest.mark.invalid_input
 @pytest.mark.parametrize(
     ("build", "message"),
     [
@@ -183,6 +184,7 @@ def test_log_prob_checks_x_against_the_spread_and_batch():
         d.log_prob(jnp.zeros((2, 4)))
 
 
+@pytest.mark.invalid_input
 def test_integer_inputs_raise_type_error():
     with pytest.raises(TypeError, match=r"DiagGaussian.from_var: argument 'var' has dtype int32"):
         DiagGaussian.from_var(jnp.zeros(3), jnp.ones(3, jnp.int32))

@@ -86,6 +86,7 @@ def test_upper_triangle_is_ignored_and_pytree_behaviour():
     assert "FullGaussian(batch_shape=(), event_size=2" in repr(p)
 
 
+@pytest.mark.invalid_input
 def test_dtypes():
     p = FullGaussian(jnp.zeros(2, jnp.bfloat16), jnp.eye(2, dtype=jnp.bfloat16))
     assert p.dtype == jnp.float32
@@ -93,6 +94,7 @@ def test_dtypes():
         FullGaussian(jnp.zeros(2), jnp.eye(2, dtype=jnp.int32))
 
 
+@pytest.mark.invalid_input
 def test_shape_errors():
     with pytest.raises(ValueError, match=r"'scale_tril' must be square .* got shape \(3, 2\)"):
         FullGaussian(np.zeros(3), np.ones((3, 2)))

@@ -66,6 +66,7 @@ def test_large_event_size_never_densifies():
     assert np.isfinite(float(q.log_prob(jnp.zeros(d))))
 
 
+@pytest.mark.invalid_input
 def test_pytree_and_errors():
     q = LowRankGaussian(np.zeros(3), np.ones((3, 2)), np.zeros(3))
     leaves, tree = jax.tree_util.tree_flatten(q)

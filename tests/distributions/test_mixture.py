@@ -82,6 +82,7 @@ def test_pytree_jit_vmap_grad_and_immutability():
     assert "GaussianMixture(batch_shape=(4,), num_components=3" in repr(mix)
 
 
+@pytest.mark.invalid_input
 def test_constructor_errors():
     comps = DiagGaussian(jnp.zeros((3, 2)), jnp.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"'logits' has shape \(4,\).*batch shape \(3,\)"):

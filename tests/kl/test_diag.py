@@ -394,6 +394,7 @@ def test_agrees_with_tfp_in_the_typical_regime():
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.invalid_input
 @pytest.mark.parametrize(
     ("shapes", "message"),
     [
@@ -416,11 +417,13 @@ def test_shape_errors_name_arguments_and_shapes(shapes, message):
         jax.jit(kl_diag)(*args)  # raised at trace time, inside jit too
 
 
+@pytest.mark.invalid_input
 def test_param_names_appear_in_messages():
     with pytest.raises(ValueError, match=r"'log_var_q \(a std\)' has shape \(5,\)"):
         kl_diag(jnp.zeros(4), jnp.ones(4), jnp.zeros(4), jnp.ones(5), param="std")
 
 
+@pytest.mark.invalid_input
 def test_bad_param_and_axis():
     z = jnp.zeros((2, 3))
     with pytest.raises(
@@ -437,6 +440,7 @@ def test_bad_param_and_axis():
         kl_diag(z, z, z, z, axis="last")
 
 
+@pytest.mark.invalid_input
 def test_integer_input_raises_type_error():
     with pytest.raises(TypeError, match=r"kl_diag: argument 'log_var_q' has dtype int32"):
         kl_diag(jnp.zeros(3), jnp.zeros(3), jnp.zeros(3), jnp.zeros(3, jnp.int32))

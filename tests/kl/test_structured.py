@@ -289,6 +289,7 @@ def test_mixed_precision_pair_promotes(x64):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.invalid_input
 def test_shape_errors():
     with pytest.raises(ValueError, match=r"kl_full: argument 'scale_tril_p' must be square"):
         kl_full(jnp.zeros(3), jnp.ones((3, 2)), jnp.zeros(3), jnp.eye(3))
