@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from gkl_jax._src.numerics import LOG_2PI, align_ranks
+
 __all__ = ["Distribution", "Estimate", "Gaussian", "on_new_distribution_type"]
 
 _SUBCLASS_HOOKS: list[Callable[[type], None]] = []
@@ -133,6 +135,19 @@ class Gaussian(Distribution):
 
     def to_full(self):
         raise NotImplementedError
+
+    def log_det_cov(self) -> Float[Array, "*#b"]:
+        """``log det Sigma``, shape ``batch_shape``."""
+        raise NotImplementedError
+
+    def entropy(self) -> Float[Array, "*#b"]:
+        """Differential entropy ``0.5 * (log det Sigma + d (1 + log 2 pi))``, ``batch_shape``."""
+        return 0.5 * (self.log_det_cov() + self.event_size * (1.0 + LOG_2PI))
+
+    def _log_density(self, maha: jax.Array) -> jax.Array:
+        """``log N(x)`` from the squared Mahalanobis distance ``maha`` of ``x`` (broadcasting)."""
+        maha, log_det = align_ranks(maha, self.log_det_cov())
+        return -0.5 * (maha + log_det + self.event_size * LOG_2PI)
 
 
 class Estimate(NamedTuple):

@@ -17,7 +17,7 @@ from jaxtyping import Array, Float
 from gkl_jax._src import checks
 from gkl_jax._src.base import Gaussian, broadcast_batch, constructing_as
 from gkl_jax._src.linalg import diag_embed
-from gkl_jax._src.numerics import LOG_2PI, align_ranks, as_float_arrays, log_ratio
+from gkl_jax._src.numerics import align_ranks, as_float_arrays, log_ratio
 
 __all__ = ["DiagGaussian", "Param", "check_spread_values", "diag_pair", "log_var_ratio"]
 
@@ -184,8 +184,7 @@ class DiagGaussian(Gaussian):
             fn, ("x", "mean", self.param), (x.shape, self.mean.shape, self.spread.shape)
         )
         z = self._standardize(x)
-        maha, log_det = align_ranks(jnp.sum(z * z, axis=-1), self._sum_log_var())
-        return -0.5 * (maha + log_det + self.event_size * LOG_2PI)
+        return self._log_density(jnp.sum(z * z, axis=-1))
 
     def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> Float[Array, "..."]:
         """Reparameterized samples ``mean + std * eps``, shape ``(*sample_shape, *batch, d)``.
@@ -196,10 +195,6 @@ class DiagGaussian(Gaussian):
         eps = jax.random.normal(key, shape, self.dtype)
         mean, std = align_ranks(self.mean, self.std, eps)[:2]
         return mean + std * eps
-
-    def entropy(self) -> Float[Array, "*#b"]:
-        """Differential entropy ``0.5 * sum(1 + log(2 pi) + log_var)``, shape ``batch_shape``."""
-        return 0.5 * (self._sum_log_var() + self.event_size * (1.0 + LOG_2PI))
 
     def to_full(self):
         """This distribution as a :class:`~gkl_jax.FullGaussian`, ``scale_tril = diag(std)``."""
@@ -225,8 +220,8 @@ class DiagGaussian(Gaussian):
         factor = jnp.zeros((*self.batch_shape, self.event_size, rank), self.dtype)
         return LowRankGaussian(self.mean, factor, self.log_var)
 
-    def _sum_log_var(self) -> jax.Array:
-        """``sum(log_var)`` over the latent axis, broadcast to ``batch_shape``."""
+    def log_det_cov(self) -> Float[Array, "*#b"]:
+        """``log det Sigma = sum(log_var)`` over the latent axis, shape ``batch_shape``."""
         return jnp.broadcast_to(jnp.sum(self.log_var, axis=-1), self.batch_shape)
 
 

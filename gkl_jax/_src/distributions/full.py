@@ -17,7 +17,7 @@ from jaxtyping import Array, Float
 from gkl_jax._src import checks
 from gkl_jax._src.base import Gaussian, broadcast_batch
 from gkl_jax._src.linalg import mm, solve_tril, whiten
-from gkl_jax._src.numerics import LOG_2PI, align_ranks, as_float_arrays
+from gkl_jax._src.numerics import align_ranks, as_float_arrays
 
 __all__ = ["FullGaussian"]
 
@@ -173,8 +173,7 @@ class FullGaussian(Gaussian):
         checks.check_matrix_shapes(fn, "x", x.shape, "scale_tril", self.scale_tril.shape)
         x, mean = align_ranks(x, self.mean)
         z = whiten(self.scale_tril, x - mean)
-        maha, log_det = align_ranks(jnp.sum(z * z, axis=-1), self.log_det_cov())
-        return -0.5 * (maha + log_det + self.event_size * LOG_2PI)
+        return self._log_density(jnp.sum(z * z, axis=-1))
 
     def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> Float[Array, "..."]:
         """Reparameterized samples ``mean + L eps``, shape ``(*sample_shape, *batch, d)``."""
@@ -183,7 +182,3 @@ class FullGaussian(Gaussian):
         mean, eps_ = align_ranks(self.mean[..., None], eps[..., None])
         out = mean + mm(self.scale_tril, eps_)
         return out[..., 0]
-
-    def entropy(self) -> Float[Array, "*#b"]:
-        """Differential entropy ``0.5 * d * (1 + log 2 pi) + sum_i log L_ii``."""
-        return 0.5 * (self.log_det_cov() + self.event_size * (1.0 + LOG_2PI))

@@ -30,7 +30,7 @@ from gkl_jax._src import checks
 from gkl_jax._src.base import Gaussian, broadcast_batch
 from gkl_jax._src.distributions.full import FullGaussian
 from gkl_jax._src.linalg import Woodbury, diag_embed, mm, woodbury
-from gkl_jax._src.numerics import LOG_2PI, align_ranks, as_float_arrays
+from gkl_jax._src.numerics import align_ranks, as_float_arrays
 
 __all__ = ["LowRankGaussian"]
 
@@ -162,8 +162,7 @@ class LowRankGaussian(Gaussian):
             u, r_ = align_ranks(self.woodbury().u, r[..., None, :])
             ur = jnp.sum(u * r_, axis=-1)
             maha = maha - jnp.sum(ur * ur, axis=-1)
-        maha, log_det = align_ranks(maha, self.log_det_cov())
-        return -0.5 * (maha + log_det + self.event_size * LOG_2PI)
+        return self._log_density(maha)
 
     def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> Float[Array, "..."]:
         """Reparameterized samples ``mean + W eps_k + sqrt(psi) eps_d``, ``O(d k)`` each."""
@@ -177,7 +176,3 @@ class LowRankGaussian(Gaussian):
             w, e = align_ranks(self.factor, eps_k[..., None, :])
             out = out + jnp.sum(w * e, axis=-1)
         return out
-
-    def entropy(self) -> Float[Array, "*#b"]:
-        """Differential entropy ``0.5 * (log det Sigma + d (1 + log 2 pi))``."""
-        return 0.5 * (self.log_det_cov() + self.event_size * (1.0 + LOG_2PI))
