@@ -4,6 +4,7 @@ The public API, re-exported flat from ``gkl_jax._src`` (see its docstring for th
 Optional dependencies live in public subpackages: ``gkl_jax.nnx`` (Flax NNX).
 """
 
+from gkl_jax._src.align import Alignment, align_latents
 from gkl_jax._src.base import Distribution, Estimate, Gaussian
 from gkl_jax._src.checks import checked, checking
 from gkl_jax._src.distributions.diag import DiagGaussian
@@ -22,6 +23,7 @@ from gkl_jax._src.numerics import phi
 __version__ = "0.1.0"
 
 __all__ = [
+    "Alignment",
     "DiagGaussian",
     "Distribution",
     "Estimate",
@@ -30,6 +32,7 @@ __all__ = [
     "GaussianMixture",
     "LowRankGaussian",
     "__version__",
+    "align_latents",
     "bhattacharyya",
     "checked",
     "checking",

@@ -24,6 +24,8 @@ One concept per file::
     divergences.py          Jeffreys, Renyi, Bhattacharyya, Hellinger, Wasserstein-2
     monte_carlo.py          kl_mc: k1/k2/k3, antithetic pairs, control variates, stderr
     from_samples.py         kl_from_samples: kNN (WKV 2009) and moment-fit estimators
+    align.py                align_latents, Alignment: permutation/sign or Procrustes map
+                            between two models' latent axes, applied to Gaussians
 
 Adding a distribution type is one new file under ``distributions/`` plus registrations on the
 operations it supports (``register_kl``, ``structure``, ``renyi_parts``, ``wasserstein2_squared``,
