@@ -28,6 +28,19 @@ def test_float64_accuracy_near_p_equals_q(param, delta):
     assert max_rel_err(got, kl_diag_exact(mp, sp, mq, sq, param).sum(-1)) <= 1e-14
 
 
+@pytest.mark.parametrize("param", ["var", "std"])
+def test_float64_ratios_where_xla_log1p_is_inaccurate(param):
+    # spread ratios in [0.58, 0.66]: the log-ratio's log1p argument lies in [-0.42, -0.34],
+    # where XLA's float64 log1p on CPU is up to ~128 ulp off (3e-14 in the KL before the fix)
+    rng = np.random.default_rng(8)
+    mp = rng.normal(size=(64, 16))
+    mq = mp + 1e-3 * rng.normal(size=mp.shape)
+    sp = np.exp(rng.uniform(-2, 2, mp.shape))
+    sq = sp / rng.uniform(0.58, 0.66, mp.shape)
+    got = kl_diag(mp, sp, mq, sq, param=param)
+    assert max_rel_err(got, kl_diag_exact(mp, sp, mq, sq, param).sum(-1)) <= 2e-15
+
+
 def test_float64_extreme_regime():
     rng = np.random.default_rng(3)
     args = (

@@ -9,6 +9,7 @@ import pytest
 from gkl_jax._src.numerics import (
     as_float_arrays,
     compute_dtype,
+    log1p,
     log_ratio,
     phi,
     phi_diff,
@@ -76,6 +77,56 @@ def test_phi_derivative_is_expm1():
 def test_phi_overflow_is_inf_not_nan():
     assert float(phi(jnp.float32(100.0))) == np.inf
     assert float(phi(jnp.float32(-1e30))) == pytest.approx(1e30, rel=1e-6)
+
+
+@pytest.mark.parametrize("x", [np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_phi_at_infinity_is_inf(x, dtype, x64):
+    assert float(phi(jnp.asarray(x, dtype))) == np.inf  # e^x - 1 - x -> +inf at both ends
+    assert float(jax.grad(phi)(jnp.asarray(-np.inf, dtype))) == -1.0  # expm1(-inf)
+    out = phi(jnp.array([np.inf, -np.inf, 0.5, np.nan], dtype))
+    assert np.isposinf(out[:2]).all() and np.isfinite(out[2]) and np.isnan(out[3])
+
+
+def _log1p_grid():
+    rng = np.random.default_rng(5)
+    return np.concatenate(
+        [
+            np.linspace(-0.5, 1.0, 1501),
+            rng.uniform(-0.5, 1.0, 1500),
+            rng.uniform(-0.42, -0.34, 1500),  # where XLA's float64 log1p is ~100 ulp off on CPU
+            [-0.45, -0.3, np.nextafter(-0.45, 0), np.nextafter(-0.3, -1), 1e-300, -1e-20],
+        ]
+    )
+
+
+def test_log1p_float64_within_2_ulp_on_the_log_ratio_range(x64):
+    xs = _log1p_grid()
+    ref = np.array([float(mpmath.log1p(mpmath.mpf(float(x)))) for x in xs])
+    ulp = _ulp_error(jax.jit(log1p)(jnp.asarray(xs)), ref, np.float64)
+    assert ulp.max() <= 2.0, (ulp.max(), xs[ulp.argmax()])
+    # gradients stay finite through the unused branch
+    assert np.isfinite(np.asarray(jax.vmap(jax.grad(log1p))(jnp.asarray(xs)))).all()
+
+
+def test_log1p_float32_is_jnp_log1p_within_3_ulp():
+    xs = _log1p_grid().astype(np.float32)
+    ref = np.array([float(mpmath.log1p(mpmath.mpf(float(x)))) for x in xs])
+    got = jax.jit(log1p)(jnp.asarray(xs))
+    assert got.dtype == jnp.float32
+    np.testing.assert_array_equal(got, jnp.log1p(jnp.asarray(xs)))
+    assert _ulp_error(got, ref, np.float32).max() <= 3.0
+
+
+def test_log_ratio_float64_where_xla_log1p_is_inaccurate(x64):
+    rng = np.random.default_rng(6)
+    b = np.exp(rng.uniform(-5, 5, 2000))
+    a = b * rng.uniform(0.58, 0.66, b.size)  # log1p argument in [-0.42, -0.34]
+    got = np.asarray(log_ratio(jnp.asarray(a), jnp.asarray(b)))
+    ref = np.array(
+        [float(mpmath.log(mpmath.mpf(x) / mpmath.mpf(y))) for x, y in zip(a, b, strict=True)]
+    )
+    assert max_rel_err(got, ref) < 1e-15
 
 
 def test_log_ratio_matches_mpmath_in_every_regime():

@@ -6,6 +6,7 @@ function reports bad values -- also when it was jitted and called outside the ch
 (the mode is part of the jit cache key), and the reverse.
 """
 
+import functools
 from collections.abc import Iterator
 
 import chex
@@ -111,7 +112,7 @@ X_Q = jnp.asarray(1.0 + RNG.normal(size=(40, D)), jnp.float32)
 KEY = jax.random.key(0)
 
 NAN_MEAN = MEAN.at[0, 1].set(jnp.nan)
-NEG_TRIL = TRIL.at[1, 2, 2].set(-1.0)
+ZERO_TRIL = TRIL.at[1, 2, 2].set(0.0)  # a negative diagonal is valid (its column is flipped)
 NAN_FACTOR = FACTOR.at[0, 0, 0].set(jnp.nan)
 NAN_LOGITS = LOGITS.at[1, 3].set(jnp.nan)
 COV = TRIL @ jnp.swapaxes(TRIL, -1, -2)
@@ -169,7 +170,7 @@ CASES = {
     "kl_full": (
         gkl_jax.kl_full,
         (MEAN, TRIL, MEAN[::-1], TRIL[::-1]),
-        (MEAN, TRIL, MEAN[::-1], NEG_TRIL),
+        (MEAN, TRIL, MEAN[::-1], ZERO_TRIL),
         "kl_full: argument 'diagonal of scale_tril_q' must be positive: 1 of 6",
     ),
     "phi": (gkl_jax.phi, (LOG_VAR,), None, None),
@@ -207,8 +208,14 @@ CASES = {
     "FullGaussian": (
         FullGaussian,
         (MEAN, TRIL),
-        (MEAN, NEG_TRIL),
+        (MEAN, ZERO_TRIL),
         "FullGaussian: argument 'diagonal of scale_tril' must be positive: 1 of 6",
+    ),
+    "FullGaussian.from_scale": (
+        FullGaussian.from_scale,
+        (MEAN, COV),
+        (MEAN, COV.at[1, 0, 2].set(jnp.inf)),
+        "FullGaussian.from_scale: argument 'scale' must be finite: 1 of 18",
     ),
     "FullGaussian.from_cov": (
         FullGaussian.from_cov,
@@ -222,6 +229,12 @@ CASES = {
         (MEAN, COV.at[0, 1, 1].set(jnp.nan)),
         "FullGaussian.from_precision: argument 'precision' must be finite: 1 of 18",
     ),
+    "FullGaussian.from_precision-mean": (
+        FullGaussian.from_precision,
+        (MEAN, COV),
+        (NAN_MEAN, COV),
+        "FullGaussian.from_precision: argument 'mean' must be finite: 1 of 6",
+    ),
     "LowRankGaussian": (
         LowRankGaussian,
         (MEAN, FACTOR, LOG_VAR),
@@ -232,20 +245,20 @@ CASES = {
         _mixture,
         (LOGITS,),
         (NAN_LOGITS,),
-        "GaussianMixture: argument 'logits' must be finite: 1 of 8",
+        "GaussianMixture: argument 'logits' must be finite or -inf (a zero-weight component): 1 of 8",
     ),
     # mixtures
     "kl_mixture_variational": (
         lambda lg: gkl_jax.kl_mixture_variational(_mixture(lg), _mixture(LOGITS[::-1])),
         (LOGITS,),
         (NAN_LOGITS,),
-        "GaussianMixture: argument 'logits' must be finite",
+        "GaussianMixture: argument 'logits' must be finite or -inf",
     ),
     "kl_mixture_upper_bound": (
         lambda lg: gkl_jax.kl_mixture_upper_bound(_mixture(lg), DiagGaussian(MEAN, LOG_VAR)),
         (LOGITS,),
         (NAN_LOGITS,),
-        "GaussianMixture: argument 'logits' must be finite",
+        "GaussianMixture: argument 'logits' must be finite or -inf",
     ),
     # Monte Carlo
     "kl_mc-diag": (
@@ -272,7 +285,7 @@ CASES = {
         lambda lg: gkl_jax.kl_mc(KEY, _mixture(lg), make("low_rank", MEAN), num_samples=8),
         (LOGITS,),
         (NAN_LOGITS,),
-        "GaussianMixture: argument 'logits' must be finite",
+        "GaussianMixture: argument 'logits' must be finite or -inf",
     ),
 }
 for _kp, _kq in PAIRS:
@@ -312,13 +325,13 @@ CASES["GaussianMixture.log_prob"] = (
     lambda lg, x: _mixture(lg).log_prob(x),
     (LOGITS, MEAN[::-1]),
     (NAN_LOGITS, MEAN[::-1]),
-    "GaussianMixture: argument 'logits' must be finite",
+    "GaussianMixture: argument 'logits' must be finite or -inf",
 )
 CASES["GaussianMixture.sample"] = (
     lambda lg: _mixture(lg).sample(KEY, (4,)),
     (LOGITS,),
     (NAN_LOGITS,),
-    "GaussianMixture: argument 'logits' must be finite",
+    "GaussianMixture: argument 'logits' must be finite or -inf",
 )
 
 # A representative subset is run (not only traced) in the checked mode: one per public function.
@@ -388,11 +401,18 @@ def test_phi_has_no_value_checks_at_all():
         ("wasserstein2", (make("full", MEAN), make("full", MEAN[::-1]))),
         ("kl_mixture_variational", (_mixture(LOGITS), _mixture(LOGITS[::-1]))),
         ("kl_mixture_upper_bound", (_mixture(LOGITS), make("diag", MEAN))),
+        ("kl_mc", (KEY, make("diag", MEAN), make("low_rank", MEAN[::-1]))),
+        ("kl_mc", (KEY, _mixture(LOGITS), make("full", MEAN[::-1]))),
     ],
 )
 def test_public_function_on_prebuilt_distributions_traces_no_check(name, args):
-    jaxpr = jax.make_jaxpr(getattr(gkl_jax, name))(*args)
+    fn = getattr(gkl_jax, name)
+    if name == "kl_mc":
+        fn = functools.partial(fn, num_samples=8)
+    jaxpr = jax.make_jaxpr(fn)(*args)
     assert not has_check(jaxpr)
+    with gkl_jax.checking():  # and the same call checks its prebuilt arguments in the mode
+        assert has_check(jax.make_jaxpr(fn)(*args))
 
 
 def test_kl_diag_traces_no_is_finite_and_no_extra_reduction():
@@ -522,12 +542,6 @@ def test_internally_jitted_kl_reports_after_an_unchecked_call(pair):
     assert not has_check(jax.make_jaxpr(fn)(*good))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checked(kl) does not check the values of distributions built outside the checked "
-    "mode: only the constructors emit value checks, and kl / the divergences never re-check "
-    "their arguments' leaves, so a NaN mean passed in a prebuilt distribution is not reported",
-)
 @pytest.mark.parametrize("kind", ["full", "diag"])
 def test_checked_kl_reports_a_prebuilt_distribution_with_a_nan_mean(kind):
     bad = make(kind, NAN_MEAN)  # built outside the checked mode: not checked here
@@ -535,7 +549,7 @@ def test_checked_kl_reports_a_prebuilt_distribution_with_a_nan_mean(kind):
     gkl_jax.kl(ok, ok)  # the unchecked version first, same shapes
     err, value = gkl_jax.checked(gkl_jax.kl)(bad, ok)
     assert np.isnan(np.asarray(value)[0])
-    assert err.get() is not None
+    assert "kl: argument 'p.mean' must be finite: 1 of 6" in err.get()
 
 
 @pytest.mark.parametrize("name", ["kl_diag", "kl_full", "kl-full-diag", "FullGaussian.from_cov"])

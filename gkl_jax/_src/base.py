@@ -9,6 +9,9 @@ That gives, without hand-written protocol code,
   through ``jax.jit`` like its parent);
 * validation in ``__init__`` -- which runs when a user builds a distribution -- and none when JAX
   unflattens one (``tree_unflatten`` fills the fields directly), so ``jit``/``vmap`` never re-check;
+  the value checks of the checked mode are one method per type, :meth:`Distribution.check_values`,
+  run by ``__init__`` and again by every public function that takes a distribution (so a
+  distribution built outside :func:`gkl_jax.checked` is checked where it is used);
 * immutability, and equality by value (``p == q`` compares the leaves, as ``equinox.tree_equal``).
 
 Static metadata (``DiagGaussian.param``) is a static field: part of the tree structure, so two
@@ -31,9 +34,17 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from gkl_jax._src import checks
 from gkl_jax._src.numerics import LOG_2PI, align_ranks
 
-__all__ = ["Distribution", "Estimate", "Gaussian", "on_new_distribution_type"]
+__all__ = [
+    "Distribution",
+    "Estimate",
+    "Gaussian",
+    "arg_name",
+    "check_argument_values",
+    "on_new_distribution_type",
+]
 
 _SUBCLASS_HOOKS: list[Callable[[type], None]] = []
 _CONSTRUCTOR = contextvars.ContextVar("gkl_jax_constructor", default=None)
@@ -48,6 +59,11 @@ def constructing_as(name: str) -> Iterator[None]:
         yield
     finally:
         _CONSTRUCTOR.reset(token)
+
+
+def arg_name(prefix: str, field: str) -> str:
+    """``"p.mean"`` for a consumer's argument ``p``; ``"mean"`` in a constructor (no prefix)."""
+    return f"{prefix}.{field}" if prefix else field
 
 
 def on_new_distribution_type(hook: Callable[[type], None]) -> None:
@@ -68,8 +84,9 @@ class Distribution(eqx.Module):
     """Base of every gkl_jax distribution: a frozen, pytree-registered dataclass.
 
     Subclasses declare their array fields (and ``eqx.field(static=True)`` metadata) as class
-    annotations, validate in ``__init__``, and implement ``batch_shape``, ``event_size``,
-    ``dtype``, ``log_prob`` and ``sample``.
+    annotations, validate shapes in ``__init__``, implement ``batch_shape``, ``event_size``,
+    ``dtype``, ``log_prob`` and ``sample``, and list their value checks in ``_check_values``
+    (which ``__init__`` and every consumer run through :meth:`check_values`).
     """
 
     def __init_subclass__(cls, **kwargs: Any):
@@ -111,6 +128,39 @@ class Distribution(eqx.Module):
     @property
     def dtype(self) -> Any:
         raise NotImplementedError
+
+    def check_values(self, fn: str, name: str = "") -> None:
+        """Checked mode only: reports parameter values this distribution cannot hold.
+
+        The one list of value checks of each type, run by its constructor (``name=""``: messages
+        say ``'mean'``) and by every public function that takes a distribution (``kl``, the
+        divergences, ``kl_mc``, the mixture functions; ``name="p"``: ``'p.mean'``). The second
+        matters because JAX rebuilds a distribution that crosses ``jit``/``vmap`` (or a model's
+        state) without running ``__init__``: a NaN mean built outside :func:`gkl_jax.checked`
+        is reported by the consumer. Outside the checked mode this returns at once and traces
+        nothing (zero cost).
+
+        Args:
+          fn: the public function's name, e.g. ``"kl"``.
+          name: the argument's name, e.g. ``"p"``; empty in a constructor.
+
+        Example:
+          >>> import jax.numpy as jnp
+          >>> import gkl_jax
+          >>> p = gkl_jax.DiagGaussian(jnp.array([jnp.nan, 0.0]), jnp.zeros(2))  # not checked
+          >>> err, _ = gkl_jax.checked(gkl_jax.kl)(p, p)
+          >>> print(err.get())  # doctest: +ELLIPSIS
+          kl: argument 'p.mean' must be finite: 1 of 2 entries are NaN or inf ...
+        """
+        if checks.value_checks_enabled():
+            self._check_values(fn, name)
+
+    def _check_values(self, fn: str, name: str) -> None:
+        """The value checks of this type (called in the checked mode only, so it may compute
+        freely). Default: every floating-point leaf is finite; the gkl_jax types override it."""
+        for leaf_name, leaf in self.named_leaves(name):
+            if jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+                checks.check_finite(fn, leaf_name.lstrip("."), leaf)
 
     def named_leaves(self, prefix: str) -> list[tuple[str, jax.Array]]:
         """``[(name, leaf)]`` for messages, e.g. ``("p.mean", ...)``, from the field key paths."""
@@ -168,6 +218,15 @@ class Estimate(NamedTuple):
 
     value: Float[Array, "*#b"]
     stderr: Float[Array, "*#b"]
+
+
+def check_argument_values(fn: str, **args: Any) -> None:
+    """Checked mode: :meth:`Distribution.check_values` of each argument that is a distribution
+    (``check_argument_values("kl", p=p, q=q)``); other arguments (a callable log-density) are
+    skipped. Outside the checked mode nothing is traced."""
+    for name, arg in args.items():
+        if isinstance(arg, Distribution):
+            arg.check_values(fn, name)
 
 
 def broadcast_batch(*shapes: tuple[int, ...]) -> tuple[int, ...]:

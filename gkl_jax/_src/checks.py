@@ -11,7 +11,11 @@ Two kinds of problems are told apart:
 * **Value problems** (NaN or inf inputs, a variance or standard deviation that is not positive) are
   only known at run time, inside ``jit``. gkl_jax never clamps or hides them. Wrapping a
   computation in :func:`checked` turns on the value checks while it is traced, and reports a failed
-  one as an error naming the function, the argument and how many entries are bad.
+  one as an error naming the function, the argument and how many entries are bad. Distributions
+  are checked by their constructors and again by every function that takes one (``kl``, the
+  divergences, ``kl_mc``, the mixture functions), through one method per type,
+  :meth:`gkl_jax.Distribution.check_values`: a distribution built outside the checked mode (or
+  rebuilt by JAX, which skips ``__init__``) is reported as ``kl: argument 'p.mean' ...``.
 
 The value checks cost nothing unless asked for: outside :func:`checked` (or the :func:`checking`
 context, for ``chex.chexify``) the public functions emit no check primitive and no reduction that
@@ -52,7 +56,9 @@ __all__ = [
     "check_value",
     "checked",
     "checking",
+    "sample_args",
     "static_int",
+    "static_shape",
 ]
 
 # The trace-time switch of the checked mode; in every jit cache key (see the module docstring).
@@ -184,6 +190,51 @@ def static_int(fn: str, name: str, value: Any) -> int:
     return int(value)
 
 
+def static_shape(fn: str, name: str, value: Any) -> tuple[int, ...]:
+    """A static shape option: a sequence of non-negative ints, or an int ``n`` meaning ``(n,)``.
+
+    An int is accepted as numpyro, TFP and distrax accept it (``sample(key, 5)``).
+
+    Raises:
+      TypeError: not an int or a sequence of ints (a bool, a float, an array are not).
+      ValueError: a negative entry.
+    """
+    is_int = lambda a: isinstance(a, int | np.integer) and not isinstance(a, bool)  # noqa: E731
+    shape = (value,) if is_int(value) else value
+    if not isinstance(shape, tuple | list) or not all(is_int(s) for s in shape):
+        raise TypeError(
+            f"{fn}: {name} must be an int or a tuple of ints, got {type(value).__name__} {value!r}"
+        )
+    if any(s < 0 for s in shape):
+        raise ValueError(f"{fn}: {name} must not have negative entries, got {tuple(shape)}")
+    return tuple(int(s) for s in shape)
+
+
+def check_key(fn: str, key: Any) -> None:
+    """A PRNG key: a typed key array (``jax.random.key``) or a raw ``uint32`` one
+    (``jax.random.PRNGKey``), concrete or traced.
+
+    Raises:
+      TypeError: anything else (an int seed, a float array), naming ``key``.
+    """
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None:
+        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            return
+        if dtype == np.uint32 and np.ndim(key) >= 1:
+            return
+        got = f"an array of dtype {dtype} and shape {np.shape(key)}"
+    else:
+        got = f"{type(key).__name__} {key!r}"
+    raise TypeError(f"{fn}: argument 'key' must be a PRNG key such as jax.random.key(0), got {got}")
+
+
+def sample_args(fn: str, key: Any, sample_shape: Any) -> tuple[int, ...]:
+    """Checks the ``(key, sample_shape)`` of a ``sample`` method; returns the shape tuple."""
+    check_key(fn, key)
+    return static_shape(fn, "sample_shape", sample_shape)
+
+
 def check_matrix_shapes(
     fn: str,
     vec_name: str,
@@ -247,6 +298,9 @@ def check_gaussian_pair(fn: str, p: Any, q: Any) -> tuple[Any, Any, tuple[int, .
       TypeError: ``p`` or ``q`` is not a gkl_jax Gaussian, or a parameter is not a float array
         (named as ``p.mean``, ``q.scale_tril``, ...).
       ValueError: the latent sizes differ or the batch shapes do not broadcast.
+
+    In the checked mode it also emits both distributions' value checks
+    (:meth:`~gkl_jax.Distribution.check_values`), named ``fn: argument 'p.mean' ...``.
     """
     from gkl_jax._src.base import Gaussian  # local import: base has no dependencies on checks
 
@@ -259,7 +313,9 @@ def check_gaussian_pair(fn: str, p: Any, q: Any) -> tuple[Any, Any, tuple[int, .
             )
         named.extend(g.named_leaves(arg))
     names, leaves = zip(*named, strict=True)
-    dtype = compute_dtype(fn, names, leaves)
+    dtype = compute_dtype(fn, names, leaves)  # a dtype error first, before any value check
+    for arg, g in (("p", p), ("q", q)):
+        g.check_values(fn, arg)
     p, q = (jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), g) for g in (p, q))
     batch, d = check_event_shapes(
         fn, ("p", "q"), ((*p.batch_shape, p.event_size), (*q.batch_shape, q.event_size))

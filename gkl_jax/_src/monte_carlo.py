@@ -72,7 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gkl_jax._src import checks
-from gkl_jax._src.base import Estimate
+from gkl_jax._src.base import Estimate, check_argument_values
 from gkl_jax._src.dispatch import Operation
 from gkl_jax._src.distributions.diag import DiagGaussian, log_var_ratio
 from gkl_jax._src.distributions.mixture import GaussianMixture
@@ -305,6 +305,7 @@ def kl_mc(
             f"{fn}: 'p' must have sample(key, sample_shape) and log_prob(x) methods, got "
             f"{type(p).__name__}"
         )
+    check_argument_values(fn, p=p, q=q)  # checked mode; q only when it is a Distribution
     reparam = _reparameterized(p)
     kind = ("k1" if reparam else "k3") if estimator == "auto" else estimator
     antithetic = reparam if antithetic is None else bool(antithetic)

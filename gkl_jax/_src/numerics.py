@@ -25,6 +25,7 @@ __all__ = [
     "align_ranks",
     "as_float_arrays",
     "compute_dtype",
+    "log1p",
     "log_ratio",
     "phi",
     "phi_diff",
@@ -67,7 +68,7 @@ def phi(x: ArrayLike) -> jax.Array:
 
     Returns:
       ``e^x - 1 - x`` elementwise, same shape as ``x`` (float32 at least); ``+inf`` where it
-      overflows.
+      overflows and at ``x = +-inf``.
 
     Raises:
       TypeError: ``x`` is not a floating-point array.
@@ -90,7 +91,9 @@ def phi(x: ArrayLike) -> jax.Array:
 def _phi(x: jax.Array) -> jax.Array:
     small = jnp.abs(x) < _SERIES_SWITCH
     series = _phi_series(jnp.where(small, x, jnp.zeros_like(x)))
-    return jnp.where(small, series, (jnp.exp(x) - 1) - x)
+    # e^x - 1 - x -> +inf at both ends; at x = +inf the subtraction would give inf - inf = NaN
+    large = jnp.where(x < jnp.inf, (jnp.exp(x) - 1) - x, x)
+    return jnp.where(small, series, large)
 
 
 @jax.custom_jvp
@@ -112,6 +115,29 @@ def _phi_jvp(primals, tangents):
     return _phi(x), expm1(x) * dx
 
 
+# Where XLA's float64 log1p on CPU is inaccurate: measured up to 128 ulp on [-0.4143, -0.3505]
+# (against mpmath; <= 2 ulp elsewhere on [-0.5, 1]). Taken with a margin on both sides.
+_LOG1P_F64_BAD = (-0.45, -0.3)
+
+
+def log1p(x: ArrayLike) -> jax.Array:
+    """``log(1 + x)`` to <= 2 ulp on ``[-0.5, 1]`` (the arguments of :func:`log_ratio`).
+
+    float32 and narrower: ``jnp.log1p`` (measured <= 2.4 ulp there on CPU). float64: XLA's CPU
+    ``log1p`` is up to 128 ulp off for ``x`` in about ``[-0.414, -0.351]`` (it reaches the
+    float64 KLs as a 3e-14 relative error); there the identity
+    ``log1p(x) = 2 atanh(x / (2 + x))`` is used, whose argument lies in ``[-0.29, -0.18]`` and
+    is rounded twice (<= 2 ulp measured). Elsewhere ``jnp.log1p``.
+    """
+    x = jnp.asarray(x)
+    if jnp.dtype(x.dtype).itemsize < 8:
+        return jnp.log1p(x)
+    lo, hi = _LOG1P_F64_BAD
+    bad = (x > lo) & (x < hi)
+    x_bad = jnp.where(bad, x, -0.375)  # keeps the unused branch finite (and its gradient)
+    return jnp.where(bad, 2.0 * jnp.arctanh(x_bad / (2.0 + x_bad)), jnp.log1p(x))
+
+
 @jax.custom_jvp
 def log_ratio(a: ArrayLike, b: ArrayLike) -> jax.Array:
     """``log(a / b)`` for positive ``a, b``, keeping full relative precision when ``a ~ b``.
@@ -119,7 +145,8 @@ def log_ratio(a: ArrayLike, b: ArrayLike) -> jax.Array:
     When ``b / 2 <= a <= 3 b / 2`` the difference ``a - b`` is exact (Sterbenz) and the result is
     ``log1p((a - b) / b)``; otherwise the ratio is split into mantissas and exponents
     (``a = m_a 2^e_a``) so that it neither overflows nor underflows, and the result is
-    ``log(m_a / m_b) + (e_a - e_b) log 2``. Only one logarithm is evaluated per element.
+    ``log(m_a / m_b) + (e_a - e_b) log 2``. One ``log1p`` per element: :func:`log1p`, <= 2 ulp
+    on its argument range ``[-0.5, 1]`` in float64 too (where XLA's CPU ``log1p`` is not).
     The derivative is ``(da / a) - (db / b)``.
 
     Non-positive inputs give NaN or -inf, as ``log`` would; the checked mode reports them.
@@ -131,7 +158,7 @@ def log_ratio(a: ArrayLike, b: ArrayLike) -> jax.Array:
     m_b, e_b = jnp.frexp(b)
     arg = jnp.where(near, diff / b, m_a / m_b - 1)
     shift = jnp.where(near, 0, e_a - e_b).astype(arg.dtype)
-    return jnp.log1p(arg) + shift * math.log(2.0)
+    return log1p(arg) + shift * math.log(2.0)
 
 
 @log_ratio.defjvp

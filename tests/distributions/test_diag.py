@@ -101,6 +101,29 @@ def test_standard_normal():
     )
 
 
+def test_standard_normal_accepts_an_int_batch_shape_and_size_zero():
+    assert DiagGaussian.standard(2, batch_shape=4).batch_shape == (4,)
+    assert DiagGaussian.standard(0).event_size == 0
+
+
+@pytest.mark.invalid_input
+def test_standard_normal_rejects_bad_sizes_naming_them():
+    with pytest.raises(ValueError, match=r"DiagGaussian.standard: event_size must be >= 0, got -1"):
+        DiagGaussian.standard(-1)
+    with pytest.raises(TypeError, match=r"DiagGaussian.standard: event_size must be a Python int"):
+        DiagGaussian.standard(2.0)
+    with pytest.raises(TypeError, match=r"DiagGaussian.standard: event_size must be a Python int"):
+        DiagGaussian.standard(jnp.array(3))
+    with pytest.raises(
+        ValueError, match=r"standard: batch_shape must not have negative .*\(2, -3\)"
+    ):
+        DiagGaussian.standard(2, batch_shape=(2, -3))
+    with pytest.raises(TypeError, match=r"standard: batch_shape must be an int or a tuple of ints"):
+        DiagGaussian.standard(2, batch_shape=(2.0,))
+    with pytest.raises(TypeError, match=r"DiagGaussian.standard: dtype must be a floating-point"):
+        DiagGaussian.standard(2, dtype=jnp.int32)
+
+
 def test_broadcasting_batch_between_mean_and_spread():
     d = DiagGaussian(jnp.zeros((5, 1, 3)), jnp.zeros((2, 3)))
     assert d.batch_shape == (5, 2)

@@ -6,6 +6,7 @@ broadcast against each other.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import equinox as eqx
@@ -15,7 +16,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from gkl_jax._src import checks
-from gkl_jax._src.base import Gaussian, broadcast_batch, constructing_as
+from gkl_jax._src.base import Gaussian, arg_name, broadcast_batch, constructing_as
 from gkl_jax._src.linalg import diag_embed
 from gkl_jax._src.numerics import align_ranks, as_float_arrays, log_ratio
 
@@ -80,11 +81,15 @@ class DiagGaussian(Gaussian):
         names = ("mean", param)
         mean, spread = as_float_arrays(fn, names, (mean, spread))
         checks.check_event_shapes(fn, names, (mean.shape, spread.shape))
-        checks.check_finite(fn, "mean", mean)
-        check_spread_values(fn, param, spread, param)
         self.mean = mean
         self.spread = spread
         self.param = param
+        self.check_values(fn)
+
+    def _check_values(self, fn: str, name: str) -> None:
+        """A finite mean; a finite spread, positive when it is a var or std."""
+        checks.check_finite(fn, arg_name(name, "mean"), self.mean)
+        check_spread_values(fn, arg_name(name, self.param), self.spread, self.param)
 
     @classmethod
     def from_std(cls, mean: Float[ArrayLike, "*#b d"], std: Float[ArrayLike, "*#b d"]):
@@ -110,11 +115,25 @@ class DiagGaussian(Gaussian):
 
     @classmethod
     def standard(
-        cls, event_size: int, *, batch_shape: tuple[int, ...] = (), dtype: Any = jnp.float32
+        cls, event_size: int, *, batch_shape: int | Sequence[int] = (), dtype: Any = jnp.float32
     ) -> DiagGaussian:
-        """The standard normal ``N(0, I)`` of size ``event_size`` (with zero log-variances)."""
+        """The standard normal ``N(0, I)`` of size ``event_size`` (with zero log-variances).
+
+        Raises:
+          TypeError: ``event_size`` is not an int, ``batch_shape`` is not an int or a
+            sequence of ints, or ``dtype`` is not a floating-point dtype. ValueError: a negative
+            size.
+        """
+        fn = f"{cls.__name__}.standard"
+        event_size = checks.static_int(fn, "event_size", event_size)
+        if event_size < 0:
+            raise ValueError(f"{fn}: event_size must be >= 0, got {event_size}")
+        batch_shape = checks.static_shape(fn, "batch_shape", batch_shape)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"{fn}: dtype must be a floating-point dtype, got {dtype!r}")
         zeros = jnp.zeros((*batch_shape, event_size), dtype)
-        return cls(zeros, zeros)
+        with constructing_as(fn):
+            return cls(zeros, zeros)
 
     def _repr_items(self) -> list[tuple[str, Any]]:
         return [*super()._repr_items(), ("param", self.param)]
@@ -186,11 +205,17 @@ class DiagGaussian(Gaussian):
         z = self._standardize(x)
         return self._log_density(jnp.sum(z * z, axis=-1))
 
-    def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> Float[Array, "..."]:
+    def sample(self, key: jax.Array, sample_shape: int | Sequence[int] = ()) -> Float[Array, "..."]:
         """Reparameterized samples ``mean + std * eps``, shape ``(*sample_shape, *batch, d)``.
 
-        Gradients flow to ``mean`` and the spread parameter.
+        ``sample_shape`` is a tuple of non-negative ints, or an int ``n`` meaning ``(n,)`` (as in
+        numpyro, TFP and distrax). Gradients flow to ``mean`` and the spread parameter.
+
+        Raises:
+          TypeError: ``key`` is not a PRNG key, or ``sample_shape`` is not an int or ints.
+          ValueError: a negative ``sample_shape`` entry.
         """
+        sample_shape = checks.sample_args("DiagGaussian.sample", key, sample_shape)
         shape = (*sample_shape, *self.batch_shape, self.event_size)
         eps = jax.random.normal(key, shape, self.dtype)
         mean, std = align_ranks(self.mean, self.std, eps)[:2]

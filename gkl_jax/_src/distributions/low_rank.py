@@ -19,6 +19,7 @@ Thm. 18.1.1 (determinant lemma).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -27,7 +28,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from gkl_jax._src import checks
-from gkl_jax._src.base import Gaussian, broadcast_batch
+from gkl_jax._src.base import Gaussian, arg_name, broadcast_batch
 from gkl_jax._src.distributions.full import FullGaussian
 from gkl_jax._src.linalg import Woodbury, diag_embed, mm, woodbury
 from gkl_jax._src.numerics import align_ranks, as_float_arrays
@@ -80,11 +81,15 @@ class LowRankGaussian(Gaussian):
         checks.check_matrix_shapes(
             fn, "log_diag", log_diag.shape, "factor", factor.shape, square=False
         )
-        for name, value in zip(names, (mean, factor, log_diag), strict=True):
-            checks.check_finite(fn, name, value)
         self.mean = mean
         self.factor = factor
         self.log_diag = log_diag
+        self.check_values(fn)
+
+    def _check_values(self, fn: str, name: str) -> None:
+        """Every parameter finite (any real ``factor`` and ``log_diag`` is valid)."""
+        for field in ("mean", "factor", "log_diag"):
+            checks.check_finite(fn, arg_name(name, field), getattr(self, field))
 
     def _repr_items(self) -> list[tuple[str, Any]]:
         return [*super()._repr_items(), ("rank", self.rank)]
@@ -164,8 +169,16 @@ class LowRankGaussian(Gaussian):
             maha = maha - jnp.sum(ur * ur, axis=-1)
         return self._log_density(maha)
 
-    def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> Float[Array, "..."]:
-        """Reparameterized samples ``mean + W eps_k + sqrt(psi) eps_d``, ``O(d k)`` each."""
+    def sample(self, key: jax.Array, sample_shape: int | Sequence[int] = ()) -> Float[Array, "..."]:
+        """Reparameterized samples ``mean + W eps_k + sqrt(psi) eps_d``, ``O(d k)`` each.
+
+        ``sample_shape``: a tuple of non-negative ints, or an int ``n`` meaning ``(n,)``.
+
+        Raises:
+          TypeError: ``key`` is not a PRNG key, or ``sample_shape`` is not an int or ints.
+          ValueError: a negative ``sample_shape`` entry.
+        """
+        sample_shape = checks.sample_args("LowRankGaussian.sample", key, sample_shape)
         key_k, key_d = jax.random.split(key)
         lead = (*sample_shape, *self.batch_shape)
         eps_d = jax.random.normal(key_d, (*lead, self.event_size), self.dtype)

@@ -10,15 +10,17 @@ broadcast).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from gkl_jax._src import checks
-from gkl_jax._src.base import Distribution, broadcast_batch
+from gkl_jax._src.base import Distribution, arg_name, broadcast_batch
 from gkl_jax._src.distributions.diag import DiagGaussian
 from gkl_jax._src.numerics import align_ranks, as_float_arrays
 
@@ -29,7 +31,8 @@ class GaussianMixture(Distribution):
     r"""Mixture ``sum_k softmax(logits)_k N(mean_k, diag(var_k))``, batched over leading axes.
 
     Args:
-      logits: ``(*batch, K)`` unnormalized log mixture weights.
+      logits: ``(*batch, K)`` unnormalized log mixture weights; ``-inf`` gives a component
+        weight zero (not every one of a mixture; NaN and ``+inf`` are not valid).
       components: a :class:`~gkl_jax.DiagGaussian` with batch shape ``(*batch, K)``: the ``K``
         components stacked on its last batch axis (batch axes broadcast against ``logits``').
 
@@ -88,9 +91,27 @@ class GaussianMixture(Distribution):
                 f"{fn}: batch shapes do not broadcast: 'logits' has shape {logits.shape} and "
                 f"'components' has batch shape {cshape}"
             ) from None
-        checks.check_finite(fn, "logits", logits)
         self.logits = logits
         self.components = components
+        self.check_values(fn)
+
+    def _check_values(self, fn: str, name: str) -> None:
+        """Logits finite or ``-inf`` (a zero-weight component), not every one ``-inf`` in a
+        mixture; the components' own checks (``'p.components.mean'``, ...)."""
+        arg = arg_name(name, "logits")
+        logits = self.logits
+        checks.check_value(
+            lambda: jnp.sum(jnp.isnan(logits) | (logits == jnp.inf)),
+            f"{fn}: argument '{arg}' must be finite or -inf (a zero-weight component): "
+            f"{{bad}} of {np.size(logits)} entries are NaN or +inf",
+        )
+        rows = int(np.prod(logits.shape[:-1]))
+        checks.check_value(
+            lambda: jnp.sum(jnp.all(logits == -jnp.inf, axis=-1)),
+            f"{fn}: argument '{arg}' gives no component a positive weight: {{bad}} of {rows} "
+            f"mixtures have every logit -inf",
+        )
+        self.components._check_values(fn, arg_name(name, "components"))
 
     def _repr_items(self) -> list[tuple[str, Any]]:
         return [("num_components", self.num_components), *super()._repr_items()]
@@ -139,8 +160,16 @@ class GaussianMixture(Distribution):
         comp, log_w = align_ranks(comp, self.log_weights)
         return jax.nn.logsumexp(comp + log_w, axis=-1)
 
-    def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> Float[Array, "..."]:
-        """Samples of shape ``(*sample_shape, *batch, d)`` (reparameterized given the component)."""
+    def sample(self, key: jax.Array, sample_shape: int | Sequence[int] = ()) -> Float[Array, "..."]:
+        """Samples of shape ``(*sample_shape, *batch, d)`` (reparameterized given the component).
+
+        ``sample_shape``: a tuple of non-negative ints, or an int ``n`` meaning ``(n,)``.
+
+        Raises:
+          TypeError: ``key`` is not a PRNG key, or ``sample_shape`` is not an int or ints.
+          ValueError: a negative ``sample_shape`` entry.
+        """
+        sample_shape = checks.sample_args("GaussianMixture.sample", key, sample_shape)
         loc, scale, eps, _ = self._sample_parts(key, sample_shape)
         return loc + scale * eps
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from gkl_jax._src import checks
+from gkl_jax._src.base import check_argument_values
 from gkl_jax._src.dispatch import Operation
 from gkl_jax._src.distributions.diag import DiagGaussian
 from gkl_jax._src.distributions.mixture import GaussianMixture
@@ -78,6 +79,7 @@ def _pairwise_kl(f: GaussianMixture, g: GaussianMixture) -> jax.Array:
 
 
 def _prepare(fn: str, p: Any, q: Any) -> tuple[GaussianMixture, GaussianMixture]:
+    check_argument_values(fn, p=p, q=q)  # checked mode: 'p.logits', 'q.mean', ...
     f, g = _as_mixture(fn, "p", p), _as_mixture(fn, "q", q)
     checks.check_event_shapes(
         fn, ("p", "q"), ((*f.batch_shape, f.event_size), (*g.batch_shape, g.event_size))

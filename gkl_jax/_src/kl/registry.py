@@ -10,6 +10,7 @@ from typing import Any
 
 from jaxtyping import Array, Float
 
+from gkl_jax._src.base import check_argument_values
 from gkl_jax._src.dispatch import Operation
 
 __all__ = ["kl", "kl_op", "register_kl"]
@@ -66,6 +67,10 @@ def kl(p: Any, q: Any) -> Float[Array, "*#b"]:
         shows the Monte Carlo call that estimates it instead.
       ValueError: the latent sizes differ or the batch shapes do not broadcast.
 
+    In the checked mode (:func:`gkl_jax.checked`) both arguments' values are checked here,
+    before dispatch, whatever the pair (a pair registered with :func:`register_kl` too) and
+    wherever the distributions were built: ``kl: argument 'p.mean' must be finite ...``.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from gkl_jax import DiagGaussian, kl
@@ -74,4 +79,5 @@ def kl(p: Any, q: Any) -> Float[Array, "*#b"]:
       >>> float(kl(p, q))  # float32 1.00001 is 1.0000100136; exact KL 4.01085831e-10
       4.0108583...e-10
     """
+    check_argument_values("kl", p=p, q=q)
     return kl_op(p, q)
