@@ -7,6 +7,7 @@ Optional dependencies live in public subpackages: ``gkl_jax.nnx`` (Flax NNX).
 from gkl_jax._src.align import Alignment, align_latents
 from gkl_jax._src.base import Distribution, Estimate, Gaussian
 from gkl_jax._src.checks import checked, checking
+from gkl_jax._src.compare import Comparison, compare_posteriors
 from gkl_jax._src.distributions.diag import DiagGaussian
 from gkl_jax._src.distributions.full import FullGaussian
 from gkl_jax._src.distributions.low_rank import LowRankGaussian
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Alignment",
+    "Comparison",
     "DiagGaussian",
     "Distribution",
     "Estimate",
@@ -36,6 +38,7 @@ __all__ = [
     "bhattacharyya",
     "checked",
     "checking",
+    "compare_posteriors",
     "hellinger",
     "jeffreys",
     "kl",

@@ -24,6 +24,10 @@ One concept per file::
     divergences.py          Jeffreys, Renyi, Bhattacharyya, Hellinger, Wasserstein-2
     monte_carlo.py          kl_mc: k1/k2/k3, antithetic pairs, control variates, stderr
     from_samples.py         kl_from_samples: kNN (WKV 2009) and moment-fit estimators
+    compare.py              compare_posteriors, Comparison: two models' posteriors of the same
+                            inputs, KL both ways, per example and per latent dimension
+    ../nnx/                 public Flax NNX modules (needs flax): head.py GaussianHead, prior.py
+                            MixturePrior, vae.py VAE and ELBOTerms, twin.py TwinVAE
     align.py                align_latents, Alignment: permutation/sign or Procrustes map
                             between two models' latent axes, applied to Gaussians
 
