@@ -11,6 +11,7 @@ from gkl_jax import (
     DiagGaussian,
     FullGaussian,
     GaussianMixture,
+    checked,
     compare_posteriors,
     jeffreys,
     kl,
@@ -221,6 +222,15 @@ def test_summary_and_repr():
 
     traced(a, b)
     assert "traced" in seen[0]
+
+
+def test_checked_mode_reports_bad_values():
+    bad = DiagGaussian(jnp.array([[jnp.nan, 0.0]]), jnp.zeros((1, 2)))  # built unchecked
+    good = DiagGaussian(jnp.zeros((1, 2)), jnp.zeros((1, 2)))
+    err, _ = jax.jit(checked(compare_posteriors))(bad, good)
+    assert "compare_posteriors: argument 'p_a.mean' must be finite" in str(err.get())
+    err, _ = checked(compare_posteriors)(good, good)
+    assert err.get() is None
 
 
 @pytest.mark.invalid_input

@@ -23,7 +23,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from gkl_jax._src import checks
-from gkl_jax._src.base import Gaussian
+from gkl_jax._src.base import Gaussian, check_argument_values
 from gkl_jax._src.distributions.diag import DiagGaussian, diag_pair
 from gkl_jax._src.kl.diag import diag_kl_terms
 from gkl_jax._src.kl.registry import kl
@@ -178,6 +178,9 @@ def compare_posteriors(
         is not a floating-point array.
       ValueError: the latent sizes differ or the batch shapes do not broadcast.
 
+    In the checked mode (:func:`gkl_jax.checked`) the values of ``p_a`` and ``p_b`` are checked
+    (``compare_posteriors: argument 'p_a.mean' must be finite ...``).
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from gkl_jax import DiagGaussian, compare_posteriors
@@ -195,6 +198,7 @@ def compare_posteriors(
     fn = "compare_posteriors"
     _check_gaussian(fn, "p_a", p_a)
     _check_gaussian(fn, "p_b", p_b)
+    check_argument_values(fn, p_a=p_a, p_b=p_b)  # checked mode only
     if alignment is not None:
         if not callable(alignment):
             raise TypeError(
