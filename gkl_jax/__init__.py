@@ -4,6 +4,12 @@ The public API, re-exported flat from ``gkl_jax._src`` (see its docstring for th
 Optional dependencies live in public subpackages: ``gkl_jax.nnx`` (Flax NNX).
 """
 
+from gkl_jax._src.aggregate import (
+    KLDecomposition,
+    kl_aggregate,
+    kl_aggregate_prior,
+    kl_decomposition,
+)
 from gkl_jax._src.align import Alignment, align_latents
 from gkl_jax._src.base import Distribution, Estimate, Gaussian
 from gkl_jax._src.checks import checked, checking
@@ -32,6 +38,7 @@ __all__ = [
     "FullGaussian",
     "Gaussian",
     "GaussianMixture",
+    "KLDecomposition",
     "LowRankGaussian",
     "__version__",
     "align_latents",
@@ -42,6 +49,9 @@ __all__ = [
     "hellinger",
     "jeffreys",
     "kl",
+    "kl_aggregate",
+    "kl_aggregate_prior",
+    "kl_decomposition",
     "kl_diag",
     "kl_diag_standard",
     "kl_from_samples",

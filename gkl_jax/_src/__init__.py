@@ -28,6 +28,8 @@ One concept per file::
                             inputs, KL both ways, per example and per latent dimension
     ../nnx/                 public Flax NNX modules (needs flax): head.py GaussianHead, prior.py
                             MixturePrior, vae.py VAE and ELBOTerms, twin.py TwinVAE
+    aggregate.py            kl_aggregate, kl_aggregate_prior, kl_decomposition (MI, TC,
+                            dimension-wise KL): N posteriors as their aggregate q(z), chunked
     align.py                align_latents, Alignment: permutation/sign or Procrustes map
                             between two models' latent axes, applied to Gaussians
 
