@@ -1,7 +1,8 @@
 """gkl_jax: exact, fast KL divergences between Gaussian distributions in JAX.
 
 The public API, re-exported flat from ``gkl_jax._src`` (see its docstring for the layout).
-Optional dependencies live in public subpackages: ``gkl_jax.nnx`` (Flax NNX).
+Optional dependencies live in public subpackages: ``gkl_jax.nnx`` (Flax NNX) and
+``gkl_jax.interop`` (distrax, TFP on JAX, numpyro objects in and out).
 """
 
 from gkl_jax._src.aggregate import (

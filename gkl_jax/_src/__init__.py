@@ -28,6 +28,11 @@ One concept per file::
                             inputs, KL both ways, per example and per latent dimension
     ../nnx/                 public Flax NNX modules (needs flax): head.py GaussianHead, prior.py
                             MixturePrior, vae.py VAE and ELBOTerms, twin.py TwinVAE
+    interop_hook.py         as_distribution: converts distrax / TFP / numpyro Gaussians at the
+                            entry of kl, check_gaussian_pair and kl_mc (imports no peer)
+    ../interop/             public distrax / TFP / numpyro conversion (needs the interop extra):
+                            _core.py as_gaussian, convert; _distrax.py, _tfp.py, _numpyro.py one
+                            per library, imported only once that library is in use
     aggregate.py            kl_aggregate, kl_aggregate_prior, kl_decomposition (MI, TC,
                             dimension-wise KL): N posteriors as their aggregate q(z), chunked
     align.py                align_latents, Alignment: permutation/sign or Procrustes map

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
+from gkl_jax._src.interop_hook import as_distribution
 from gkl_jax._src.numerics import compute_dtype
 
 __all__ = [
@@ -304,6 +305,7 @@ def check_gaussian_pair(fn: str, p: Any, q: Any) -> tuple[Any, Any, tuple[int, .
     """
     from gkl_jax._src.base import Gaussian  # local import: base has no dependencies on checks
 
+    p, q = as_distribution(p), as_distribution(q)  # distrax / TFP / numpyro Gaussians
     named = []
     for arg, g in (("p", p), ("q", q)):
         if not isinstance(g, Gaussian):

@@ -76,6 +76,7 @@ from gkl_jax._src.base import Estimate, check_argument_values
 from gkl_jax._src.dispatch import Operation
 from gkl_jax._src.distributions.diag import DiagGaussian, log_var_ratio
 from gkl_jax._src.distributions.mixture import GaussianMixture
+from gkl_jax._src.interop_hook import as_distribution
 from gkl_jax._src.kl.registry import kl
 from gkl_jax._src.numerics import align_ranks, expm1, phi
 
@@ -296,6 +297,7 @@ def kl_mc(
       (Array(0.133..., dtype=float32), Array(0.0048..., dtype=float32))
     """
     fn = "kl_mc"
+    p, q = as_distribution(p), as_distribution(q)  # distrax / TFP / numpyro Gaussians
     if estimator not in _ESTIMATORS:
         raise ValueError(f"{fn}: estimator must be one of {_ESTIMATORS}, got {estimator!r}")
     num_samples = checks.static_int(fn, "num_samples", num_samples)

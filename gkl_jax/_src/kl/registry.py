@@ -12,6 +12,7 @@ from jaxtyping import Array, Float
 
 from gkl_jax._src.base import check_argument_values
 from gkl_jax._src.dispatch import Operation
+from gkl_jax._src.interop_hook import as_distribution
 
 __all__ = ["kl", "kl_op", "register_kl"]
 
@@ -79,5 +80,6 @@ def kl(p: Any, q: Any) -> Float[Array, "*#b"]:
       >>> float(kl(p, q))  # float32 1.00001 is 1.0000100136; exact KL 4.01085831e-10
       4.0108583...e-10
     """
+    p, q = as_distribution(p), as_distribution(q)  # distrax / TFP / numpyro Gaussians
     check_argument_values("kl", p=p, q=q)
     return kl_op(p, q)
