@@ -21,6 +21,7 @@ from gkl_jax._src.distributions.low_rank import LowRankGaussian
 from gkl_jax._src.distributions.mixture import GaussianMixture
 from gkl_jax._src.divergences import bhattacharyya, hellinger, jeffreys, renyi, wasserstein2
 from gkl_jax._src.from_samples import kl_from_samples
+from gkl_jax._src.kl.cross_entropy import cross_entropy
 from gkl_jax._src.kl.diag import kl_diag, kl_diag_standard
 from gkl_jax._src.kl.mixture import kl_mixture_upper_bound, kl_mixture_variational
 from gkl_jax._src.kl.registry import kl, register_kl
@@ -47,6 +48,7 @@ __all__ = [
     "checked",
     "checking",
     "compare_posteriors",
+    "cross_entropy",
     "hellinger",
     "jeffreys",
     "kl",

@@ -298,6 +298,8 @@ for _name, _fn in [
     ("hellinger", gkl_jax.hellinger),
     ("wasserstein2", gkl_jax.wasserstein2),
     ("wasserstein2-squared", lambda p, q: gkl_jax.wasserstein2(p, q, squared=True)),
+    ("cross_entropy", gkl_jax.cross_entropy),
+    ("kl-axis-none", lambda p, q: gkl_jax.kl(p, q, axis=None)),
 ]:
     for _kp, _kq in PAIRS:
         CASES[f"{_name}-{_kp}-{_kq}"] = _pair_case(_fn, _kp, _kq)
@@ -321,6 +323,13 @@ for _kind in KINDS:
         (NAN_MEAN,),
         f"{CLASS[_kind]}: argument 'mean' must be finite",
     )
+CASES["kl-axis-per-dimension"] = _pair_case(lambda p, q: gkl_jax.kl(p, q, axis=()), "diag", "diag")
+CASES["cross_entropy-mixture"] = (
+    lambda lg: gkl_jax.cross_entropy(_mixture(lg), make("full", MEAN)),
+    (LOGITS,),
+    (NAN_LOGITS,),
+    "GaussianMixture: argument 'logits' must be finite or -inf",
+)
 CASES["GaussianMixture.log_prob"] = (
     lambda lg, x: _mixture(lg).log_prob(x),
     (LOGITS, MEAN[::-1]),

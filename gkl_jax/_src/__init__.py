@@ -7,7 +7,8 @@ API (``kl``) call the same kernels.
 
 One concept per file::
 
-    base.py                 Distribution / Gaussian (equinox.Module pytree base), Estimate
+    base.py                 Distribution / Gaussian (equinox.Module pytree base), Estimate;
+                            batch indexing p[i] for every type (from array_field)
     dispatch.py             Operation: the one type registry (closest pair by MRO, no silent
                             overrides) behind kl, the divergences and the Monte Carlo parts
     numerics.py             phi(x) = e^x - 1 - x, exact log-ratios, the dtype policy, row sums
@@ -17,7 +18,8 @@ One concept per file::
     distributions/full.py       FullGaussian (Cholesky factor)
     distributions/low_rank.py   LowRankGaussian (W W^T + diag)
     distributions/mixture.py    GaussianMixture (diagonal components)
-    kl/registry.py          kl(p, q) and register_kl
+    kl/registry.py          kl(p, q, axis=...) and register_kl; the axis reduction of a pair
+    kl/cross_entropy.py     cross_entropy(p, q) = KL(p || q) + H(p), exact
     kl/diag.py              kl_diag, kl_diag_standard: the exact diagonal kernel
     kl/structured.py        kl_full and every pair with a full or low-rank member
     kl/mixture.py           Hershey-Olsen approximation and upper bound for mixtures
@@ -38,7 +40,8 @@ One concept per file::
     align.py                align_latents, Alignment: permutation/sign or Procrustes map
                             between two models' latent axes, applied to Gaussians
 
-Adding a distribution type is one new file under ``distributions/`` plus registrations on the
-operations it supports (``register_kl``, ``structure``, ``renyi_parts``, ``wasserstein2_squared``,
+Adding a distribution type is one new file under ``distributions/`` (its fields declared with
+``base.array_field``, which gives it batch indexing) plus registrations on the operations it
+supports (``register_kl``, ``structure``, ``renyi_parts``, ``wasserstein2_squared``,
 ``draw_with_noise``, ``as_mixture``, ``log_ratio_at_noise``).
 """

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gkl_jax import DiagGaussian
+from gkl_jax import DiagGaussian, kl
 from tests.helpers import diag_log_prob_f64
 
 RNG = np.random.default_rng(0)
@@ -211,3 +211,88 @@ def test_log_prob_checks_x_against_the_spread_and_batch():
 def test_integer_inputs_raise_type_error():
     with pytest.raises(TypeError, match=r"DiagGaussian.from_var: argument 'var' has dtype int32"):
         DiagGaussian.from_var(jnp.zeros(3), jnp.ones(3, jnp.int32))
+
+
+# ---------------------------------------------------------------------------------------------
+# isotropic spreads: a scalar, or a size-1 latent axis, broadcast along the latent axis
+# ---------------------------------------------------------------------------------------------
+
+ISOTROPIC = {
+    "python float": (1.3, (4,)),
+    "0-d array": (np.float32(1.3), (4,)),
+    "size-1 latent": (np.full((1,), 1.3, np.float32), (4,)),
+    "one per example": (np.linspace(0.5, 2.0, 3, dtype=np.float32)[:, None], (3, 4)),
+}
+
+
+@pytest.mark.parametrize("param", ["log_var", "var", "std"])
+@pytest.mark.parametrize("spread, stored", ISOTROPIC.values(), ids=ISOTROPIC.keys())
+def test_isotropic_spread_is_broadcast_along_the_latent_axis(spread, stored, param):
+    d = DiagGaussian.from_param(MEAN, spread, param=param)
+    assert d.spread.shape == stored and d.param == param
+    assert d.batch_shape == (3,) and d.event_size == 4 and d.event_shape == (4,)
+    explicit = DiagGaussian.from_param(
+        MEAN, np.broadcast_to(np.asarray(spread, np.float32), (3, 4)), param=param
+    )
+    q = DiagGaussian(MEAN[::-1], LOG_VAR)
+    np.testing.assert_array_equal(kl(d, q), kl(explicit, q))
+    np.testing.assert_array_equal(kl(q, d), kl(q, explicit))
+    x = RNG.normal(size=(5, 3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(d.log_prob(x), explicit.log_prob(x))
+
+
+def test_isotropic_keywords_and_constructors():
+    assert DiagGaussian(MEAN, std=0.5).spread.shape == (4,)
+    assert DiagGaussian(MEAN, var=2.0).param == "var"
+    assert DiagGaussian.from_std(MEAN, 0.5).std.shape == (4,)
+    assert DiagGaussian.from_var(MEAN, jnp.float32(2.0)).var.shape == (4,)
+    assert DiagGaussian(MEAN, 0.0).log_var.shape == (4,)
+    built = jax.jit(lambda m, s: DiagGaussian(m, std=s))(MEAN, jnp.float32(0.5))
+    assert built.spread.shape == (4,) and built.batch_shape == (3,)
+
+
+def test_isotropic_log_prob_against_scipy():
+    d = DiagGaussian(MEAN, std=0.7)
+    x = RNG.normal(size=(6, 4)).astype(np.float32)
+    ref = stats.multivariate_normal(MEAN[2], 0.49 * np.eye(4)).logpdf(x)
+    np.testing.assert_allclose(d.log_prob(x[:, None, :])[:, 2], ref, rtol=1e-5)
+
+
+def test_isotropic_kl_stays_exact_for_nearly_identical_pairs():
+    p = DiagGaussian(jnp.zeros((2, 4)), std=1.00001)
+    q = DiagGaussian(jnp.zeros((2, 4)), std=1.0)
+    t = np.float64(np.float32(1.00001)) ** 2  # the stored float32 value, squared exactly
+    exact = 0.5 * 4 * (t - 1 - np.log(t))
+    np.testing.assert_allclose(kl(p, q), [exact, exact], rtol=1e-6)
+
+
+def test_gradient_flows_to_a_scalar_spread():
+    q = DiagGaussian(MEAN[0], LOG_VAR[0])
+
+    def f(s):
+        return kl(DiagGaussian(MEAN[0], std=s), q)
+
+    g = jax.grad(f)(jnp.float32(1.3))
+    per_dim = jax.grad(lambda s: kl(DiagGaussian(MEAN[0], std=s), q))(jnp.full(4, 1.3))
+    np.testing.assert_allclose(g, jnp.sum(per_dim), rtol=1e-6)
+
+
+@pytest.mark.invalid_input
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: DiagGaussian(0.0, std=1.0), r"DiagGaussian: argument 'mean' is a scalar"),
+        (
+            lambda: DiagGaussian(jnp.zeros((3, 4)), std=jnp.ones((3, 2))),
+            r"latent sizes \(last axis\) differ: 'mean' has shape \(3, 4\) and 'std' has shape "
+            r"\(3, 2\)",
+        ),
+        (
+            lambda: DiagGaussian(jnp.zeros((3, 4)), jnp.ones((2, 1))),
+            r"batch shapes do not broadcast: 'log_var' has shape \(2, 4\)",
+        ),
+    ],
+)
+def test_isotropic_shape_errors(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()

@@ -99,3 +99,18 @@ def test_pytree_and_errors():
         ).dtype
         == jnp.float32
     )
+
+
+@pytest.mark.parametrize("log_diag", [0.3, np.float32(0.3), np.full((2, 1), 0.3, np.float32)])
+def test_isotropic_log_diag_is_probabilistic_pca(log_diag):
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(4, 2)).astype(np.float32)
+    mean = rng.normal(size=(2, 4)).astype(np.float32)
+    g = LowRankGaussian(mean, w, log_diag)
+    assert g.log_diag.shape[-1] == 4 and g.batch_shape == (2,)
+    cov = w.astype(np.float64) @ w.T + np.exp(0.3) * np.eye(4)
+    got = np.broadcast_to(g.covariance(), (2, 4, 4))
+    np.testing.assert_allclose(got, np.broadcast_to(cov, (2, 4, 4)), rtol=1e-5)
+    x = rng.normal(size=(3, 4))
+    ref = stats.multivariate_normal(mean[1], cov).logpdf(x)
+    np.testing.assert_allclose(g.log_prob(x[:, None, :])[:, 1], ref, rtol=1e-5)

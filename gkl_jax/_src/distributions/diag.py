@@ -16,13 +16,41 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from gkl_jax._src import checks
-from gkl_jax._src.base import Gaussian, arg_name, broadcast_batch, constructing_as
+from gkl_jax._src.base import (
+    Gaussian,
+    arg_name,
+    array_field,
+    broadcast_batch,
+    constructing_as,
+)
 from gkl_jax._src.linalg import diag_embed
 from gkl_jax._src.numerics import align_ranks, as_float_arrays, log_ratio
 
-__all__ = ["DiagGaussian", "Param", "check_spread_values", "diag_pair", "log_var_ratio"]
+__all__ = [
+    "DiagGaussian",
+    "Param",
+    "Spread",
+    "broadcast_latent",
+    "check_spread_values",
+    "diag_pair",
+    "log_var_ratio",
+]
 
 Param = Literal["log_var", "var", "std"]
+
+# A spread as given: one per latent dimension, one per example (a size-1 latent axis), or one
+# scalar for every dimension and example (isotropic).
+Spread = Float[ArrayLike, "*#b #d"] | Float[ArrayLike, ""]
+
+
+def broadcast_latent(spread: jax.Array, mean: jax.Array) -> jax.Array:
+    """An isotropic spread broadcast along the latent axis: ``()`` -> ``(d,)`` and
+    ``(*b, 1)`` -> ``(*b, d)``, with ``d = mean.shape[-1]`` (values copied, so nothing changes
+    numerically). Other shapes are returned as they are, for the shape checks to judge."""
+    if mean.ndim == 0 or (spread.ndim and spread.shape[-1] != 1):
+        return spread
+    d = mean.shape[-1]
+    return jnp.broadcast_to(spread, (*spread.shape[:-1], d) if spread.ndim else (d,))
 
 
 def check_spread_values(fn: str, name: str, spread: jax.Array, param: str) -> None:
@@ -41,11 +69,16 @@ class DiagGaussian(Gaussian):
 
     Args:
       mean: ``(*batch, d)`` means.
-      log_var: ``(*batch, d)`` log-variances (batch axes broadcast against ``mean``'s).
+      log_var: ``(*batch, d)`` log-variances (batch axes broadcast against ``mean``'s). An
+        isotropic spread, as numpyro and TFP accept it, is a Python or 0-d scalar (one value
+        for every dimension and example) or has a size-1 latent axis, ``(*batch, 1)`` (one per
+        example); it is broadcast along the latent axis at construction (``(d,)``, resp.
+        ``(*batch, d)``), so ``spread`` always has the latent size ``d`` and the KL is the same
+        exact kernel. ``var=`` and ``std=`` take the same shapes.
 
     Raises:
       TypeError: a parameter is not a floating-point array.
-      ValueError: a parameter is a scalar, or the shapes do not fit together.
+      ValueError: the mean is a scalar, or the shapes do not fit together.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -55,19 +88,21 @@ class DiagGaussian(Gaussian):
       ((2,), 3)
       >>> q.sample(jax.random.key(0), (5,)).shape
       (5, 2, 3)
+      >>> DiagGaussian(jnp.zeros((2, 3)), std=0.5).spread  # isotropic: broadcast to (d,)
+      Array([0.5, 0.5, 0.5], dtype=float32)
     """
 
-    mean: Float[Array, "*#b d"]
-    spread: Float[Array, "*#b d"]
+    mean: Float[Array, "*#b d"] = array_field(trailing_axes=1)
+    spread: Float[Array, "*#b d"] = array_field(trailing_axes=1)
     param: str = eqx.field(static=True)
 
     def __init__(
         self,
         mean: Float[ArrayLike, "*#b d"],
-        log_var: Float[ArrayLike, "*#b d"] | None = None,
+        log_var: Spread | None = None,
         *,
-        var: Float[ArrayLike, "*#b d"] | None = None,
-        std: Float[ArrayLike, "*#b d"] | None = None,
+        var: Spread | None = None,
+        std: Spread | None = None,
     ):
         spreads = (("log_var", log_var), ("var", var), ("std", std))
         given = [(p, v) for p, v in spreads if v is not None]
@@ -80,6 +115,7 @@ class DiagGaussian(Gaussian):
         ((param, spread),) = given
         names = ("mean", param)
         mean, spread = as_float_arrays(fn, names, (mean, spread))
+        spread = broadcast_latent(spread, mean)
         checks.check_event_shapes(fn, names, (mean.shape, spread.shape))
         self.mean = mean
         self.spread = spread
@@ -92,20 +128,20 @@ class DiagGaussian(Gaussian):
         check_spread_values(fn, arg_name(name, self.param), self.spread, self.param)
 
     @classmethod
-    def from_std(cls, mean: Float[ArrayLike, "*#b d"], std: Float[ArrayLike, "*#b d"]):
+    def from_std(cls, mean: Float[ArrayLike, "*#b d"], std: Spread):
         """``N(mean, diag(std**2))``; the standard deviations are kept as given (no log taken)."""
         with constructing_as(f"{cls.__name__}.from_std"):
             return cls(mean, std=std)
 
     @classmethod
-    def from_var(cls, mean: Float[ArrayLike, "*#b d"], var: Float[ArrayLike, "*#b d"]):
+    def from_var(cls, mean: Float[ArrayLike, "*#b d"], var: Spread):
         """``N(mean, diag(var))``; the variances are kept as given (no log taken)."""
         with constructing_as(f"{cls.__name__}.from_var"):
             return cls(mean, var=var)
 
     @classmethod
     def from_param(
-        cls, mean: Float[ArrayLike, "*#b d"], spread: Float[ArrayLike, "*#b d"], *, param: Param
+        cls, mean: Float[ArrayLike, "*#b d"], spread: Spread, *, param: Param
     ) -> DiagGaussian:
         """Builds from ``spread`` given as ``param`` = "log_var", "var" or "std"."""
         fn = f"{cls.__name__}.from_param"

@@ -30,7 +30,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from gkl_jax._src import checks
-from gkl_jax._src.base import Gaussian, arg_name, broadcast_batch
+from gkl_jax._src.base import Gaussian, arg_name, array_field, broadcast_batch
 from gkl_jax._src.linalg import mm, solve_tril, whiten
 from gkl_jax._src.numerics import align_ranks, as_float_arrays
 
@@ -101,8 +101,8 @@ class FullGaussian(Gaussian):
       (3, 2)
     """
 
-    mean: Float[Array, "*#b d"]
-    scale_tril: Float[Array, "*#b d d"]
+    mean: Float[Array, "*#b d"] = array_field(trailing_axes=1)
+    scale_tril: Float[Array, "*#b d d"] = array_field(trailing_axes=2)
 
     def __init__(self, mean: Float[ArrayLike, "*#b d"], scale_tril: Float[ArrayLike, "*#b d d"]):
         fn = self._fn_name()

@@ -28,7 +28,8 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from gkl_jax._src import checks
-from gkl_jax._src.base import Gaussian, arg_name, broadcast_batch
+from gkl_jax._src.base import Gaussian, arg_name, array_field, broadcast_batch
+from gkl_jax._src.distributions.diag import Spread, broadcast_latent
 from gkl_jax._src.distributions.full import FullGaussian
 from gkl_jax._src.linalg import Woodbury, diag_embed, mm, woodbury
 from gkl_jax._src.numerics import align_ranks, as_float_arrays
@@ -46,7 +47,9 @@ class LowRankGaussian(Gaussian):
     Args:
       mean: ``(*batch, d)`` means.
       factor: ``(*batch, d, k)`` low-rank factor ``W`` (``k`` may be 0).
-      log_diag: ``(*batch, d)`` log of the diagonal part ``Psi``.
+      log_diag: ``(*batch, d)`` log of the diagonal part ``Psi``; a scalar or a size-1 latent
+        axis (``sigma^2 I``, probabilistic PCA) is broadcast along the latent axis, as
+        :class:`~gkl_jax.DiagGaussian` broadcasts an isotropic spread.
 
     Raises:
       TypeError: a parameter is not a floating-point array.
@@ -63,19 +66,20 @@ class LowRankGaussian(Gaussian):
       ()
     """
 
-    mean: Float[Array, "*#b d"]
-    factor: Float[Array, "*#b d k"]
-    log_diag: Float[Array, "*#b d"]
+    mean: Float[Array, "*#b d"] = array_field(trailing_axes=1)
+    factor: Float[Array, "*#b d k"] = array_field(trailing_axes=2)
+    log_diag: Float[Array, "*#b d"] = array_field(trailing_axes=1)
 
     def __init__(
         self,
         mean: Float[ArrayLike, "*#b d"],
         factor: Float[ArrayLike, "*#b d k"],
-        log_diag: Float[ArrayLike, "*#b d"],
+        log_diag: Spread,
     ):
         fn = self._fn_name()
         names = ("mean", "factor", "log_diag")
         mean, factor, log_diag = as_float_arrays(fn, names, (mean, factor, log_diag))
+        log_diag = broadcast_latent(log_diag, mean)
         checks.check_event_shapes(fn, ("mean", "log_diag"), (mean.shape, log_diag.shape))
         checks.check_matrix_shapes(fn, "mean", mean.shape, "factor", factor.shape, square=False)
         checks.check_matrix_shapes(

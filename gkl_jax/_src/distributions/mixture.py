@@ -20,7 +20,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from gkl_jax._src import checks
-from gkl_jax._src.base import Distribution, arg_name, broadcast_batch
+from gkl_jax._src.base import Distribution, arg_name, array_field, broadcast_batch
 from gkl_jax._src.distributions.diag import DiagGaussian
 from gkl_jax._src.numerics import align_ranks, as_float_arrays
 
@@ -60,8 +60,8 @@ class GaussianMixture(Distribution):
       (5, 2)
     """
 
-    logits: Float[Array, "*#b k"]
-    components: DiagGaussian
+    logits: Float[Array, "*#b k"] = array_field(trailing_axes=1)  # the component axis
+    components: DiagGaussian = array_field(trailing_axes=1)  # its last batch axis: components
 
     def __init__(self, logits: Float[ArrayLike, "*#b k"], components: DiagGaussian):
         fn = self._fn_name()

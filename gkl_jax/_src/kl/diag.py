@@ -28,7 +28,7 @@ from jaxtyping import Array, Float
 
 from gkl_jax._src import checks
 from gkl_jax._src.distributions.diag import DiagGaussian, Param, check_spread_values, diag_pair
-from gkl_jax._src.kl.registry import register_kl
+from gkl_jax._src.kl.registry import register_kl, register_kl_terms
 from gkl_jax._src.numerics import (
     align_ranks,
     as_float_arrays,
@@ -183,13 +183,22 @@ def kl_diag_standard(
     return _sum(fn, diag_kl_terms(mean, spread, jnp.zeros((), mean.dtype), unit, param), axis)
 
 
-@register_kl(DiagGaussian, DiagGaussian)
-def _kl_diag_diag(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
-    """Diagonal pair: the exact kernel on the parametrization chosen by ``diag_pair``."""
+def _diag_diag_terms(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
+    """Per-dimension terms of a diagonal pair, ``(*batch, d)``: the exact kernel on the
+    parametrization chosen by ``diag_pair``."""
     names = ("p.mean", "p.spread", "q.mean", "q.spread")
     leaves = (p.mean, p.spread, q.mean, q.spread)
     checks.check_event_shapes("kl", names, [a.shape for a in leaves])
     dtype = compute_dtype("kl", names, leaves)  # cast before any log of a mixed parametrization
     p, q = (jax.tree_util.tree_map(lambda a: a.astype(dtype), d) for d in (p, q))
     param, arrays = diag_pair(p, q)
-    return sum_last(diag_kl_terms(*arrays, param))
+    return diag_kl_terms(*arrays, param)
+
+
+@register_kl(DiagGaussian, DiagGaussian)
+def _kl_diag_diag(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
+    """Diagonal pair: the sum of its per-dimension terms over the latent axis."""
+    return sum_last(_diag_diag_terms(p, q))
+
+
+register_kl_terms(_kl_diag_diag)(_diag_diag_terms)
