@@ -120,7 +120,8 @@ class VAE(nnx.Module):
       log_var_bounds: optional bounds on the posterior log-variance (see :class:`GaussianHead`).
       obs_log_var: ``"learned"`` or a fixed float (Gaussian likelihood only).
       activation: the hidden layers' nonlinearity.
-      dtype, param_dtype: computation and weight dtypes of the linear layers.
+      dtype: computation dtype of the linear layers.
+      param_dtype: weight dtype of the linear layers.
       rngs: the ``nnx.Rngs`` for the weights; its ``sample`` stream (or ``default``) is forked
         for the draws when no ``key`` is passed to the methods.
 
@@ -129,7 +130,9 @@ class VAE(nnx.Module):
         size or with a batch shape, ``kl_samples`` odd or < 4, bad ``log_var_bounds``.
       TypeError: ``prior`` of an unsupported type.
 
-    Example (a jitted train step with ``nnx.Optimizer`` and optax):
+    Example:
+      A jitted train step with ``nnx.Optimizer`` and optax:
+
       >>> import jax, jax.numpy as jnp, optax
       >>> from flax import nnx
       >>> from gkl_jax.nnx import VAE
