@@ -72,13 +72,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from gkl_jax._src import checks
-from gkl_jax._src.base import Estimate, check_argument_values
+from gkl_jax._src.base import BiasedEstimate, Distribution, Estimate, check_argument_values
 from gkl_jax._src.dispatch import Operation
 from gkl_jax._src.distributions.diag import DiagGaussian, log_var_ratio
 from gkl_jax._src.distributions.mixture import GaussianMixture
 from gkl_jax._src.interop_hook import as_distribution
-from gkl_jax._src.kl.registry import kl
-from gkl_jax._src.numerics import align_ranks, expm1, phi
+from gkl_jax._src.kl.registry import kl_op
+from gkl_jax._src.numerics import align_ranks, compute_dtype, expm1, phi
 
 __all__ = ["draw_with_noise", "kl_mc", "log_ratio_at_noise"]
 
@@ -164,7 +164,7 @@ def _diag_log_ratio(p: DiagGaussian, q: DiagGaussian, eps: jax.Array):
     slope, curve, eps = align_ranks(slope, curve, eps)
     lin, quad = slope * eps, curve * (eps * eps - 1)
     noise = jnp.sum(lin + quad, axis=-1)
-    exact, noise = align_ranks(kl(p, q), noise)
+    exact, noise = align_ranks(kl_op(p, q), noise)  # kl_mc has checked p, q
     magnitude = exact + jnp.sum(jnp.abs(lin) + jnp.abs(quad), axis=-1)
     return -(exact + noise), magnitude
 
@@ -175,21 +175,15 @@ def _group_matrix(d: int, groups: int, dtype) -> jax.Array:
     return jnp.asarray(member[:, None] == np.arange(groups)[None, :], dtype=dtype)
 
 
-def _features(draw: _Draw, units: int, antithetic: bool) -> jax.Array | None:
+def _features(eps: jax.Array, antithetic: bool, groups: int) -> jax.Array:
     """Control-variate features with known mean 0 under p: ``(units, *batch_p, F)``.
 
     ``eps_i^2 - 1`` per dimension, and ``eps_i`` too without antithetic pairs (pairs cancel odd
-    features exactly). At most ``units / 2`` features (none below 10 units): beyond that,
-    contiguous dimensions are pooled into group sums (still mean 0). A mixture's component
-    indicators ``onehot(c) - pi`` would be valid too, but measured no gain at 64 samples and a
-    less reliable error bar.
+    features exactly), pooled into ``groups`` contiguous group sums when ``groups < d`` (still
+    mean 0; see :func:`_num_groups`). A mixture's component indicators ``onehot(c) - pi`` would be
+    valid too, but measured no gain at 64 samples and a less reliable error bar.
     """
-    budget = min(units // 2, units - 8)  # few units: noisy fits cost more than they remove
-    d = draw.eps.shape[-1]
-    groups = min(d, budget // (1 if antithetic else 2))
-    if groups <= 0:
-        return None
-    eps = draw.eps
+    d = eps.shape[-1]
     parts = [eps * eps - 1] if antithetic else [eps * eps - 1, eps]
     if groups < d:
         pool = _group_matrix(d, groups, eps.dtype)
@@ -197,15 +191,25 @@ def _features(draw: _Draw, units: int, antithetic: bool) -> jax.Array | None:
     return jax.lax.stop_gradient(jnp.concatenate(parts, axis=-1))
 
 
-def _plain(values: jax.Array) -> tuple[jax.Array, jax.Array]:
-    n = values.shape[0]
-    mean = jnp.mean(values, axis=0, keepdims=True)
-    var = jnp.sum(jnp.square(values - mean), axis=0) / (n - 1)
-    return mean[0], var / n
+def _num_groups(units: int, d: int, antithetic: bool) -> int:
+    """Feature groups per kind: at most ``units / 2`` features in all, none below 10 units (with
+    few units, noisy fits cost more than they remove)."""
+    budget = min(units // 4, units - 16)
+    return max(0, min(d, budget // (1 if antithetic else 2)))
 
 
-def _regression(values: jax.Array, feats: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Cross-fitted control-variate estimate and its sampling variance.
+# Skewness term of the error bar: a studentized mean of skewed values covers less than its
+# nominal rate, by about (7/3) * 2 * phi(2) * g^2 / n at +-2 stderr (g the values' skewness; the
+# Edgeworth expansion of the studentized mean, Hall 1992, Sec. 2.6); widening the bar by
+# (1 + _SKEW * g^2 / n) gives it back.
+_SKEW = 7.0 / 6.0
+# t_dof(0.9772) / 2 ~ 1 + _T1 / dof + _T2 / dof^2 (Cornish-Fisher at z = 2): the bar is the
+# +-2 sd interval of a Student t with the variance estimate's degrees of freedom.
+_T1, _T2 = 1.25, 1.53
+
+
+def _cross_fit(values: jax.Array, feats: jax.Array) -> tuple[jax.Array, float]:
+    """Cross-fitted control-variate corrections: the corrected values and the variance factor.
 
     ``values``: ``(n, *B)``; ``feats``: ``(n, *B, F)`` with known mean 0. Each unit is corrected
     with coefficients fitted by least squares on the *other* units,
@@ -213,10 +217,10 @@ def _regression(values: jax.Array, feats: jax.Array) -> tuple[jax.Array, jax.Arr
     independent of ``f_s``): an in-sample fit would be biased by ``O(F / n)``, which at
     ``F ~ n / 2`` we measured at +14% for a mixture ``q``. The ``n`` leave-one-out fits come from
     one fit by the Sherman-Morrison identity ``b_(-s) = b - A^-1 x_s r_s / (1 - h_s)``. The
-    variance is ``var(c) / n`` times ``1 + F / n``, the first-order effect of the fits sharing
-    their data (without it the error bar is ~20% short at ``F = n / 2``). A ``1e-6 n`` ridge
-    keeps the fit defined when a feature is constant (a component never drawn).
-    Returns ``(estimate, variance)``.
+    variance factor ``1 + F / n`` is the first-order effect of the fits sharing their data
+    (without it the error bar is ~20% short at ``F = n / 2``). A ``1e-6 n`` ridge keeps the fit
+    defined when a feature is constant (a component never drawn).
+    Returns ``(corrected (n, *B), factor)``.
     """
     n, f = feats.shape[0], feats.shape[-1]
     v = jnp.moveaxis(values, 0, -1)  # (*B, n)
@@ -231,9 +235,124 @@ def _regression(values: jax.Array, feats: jax.Array) -> tuple[jax.Array, jax.Arr
     leverage = jnp.einsum("...ni,...in->...n", design, proj)
     shift = jnp.einsum("...ni,...in->...n", x, proj[..., 1:, :]) * resid / (1 - leverage)
     corrected = v - jnp.einsum("...ni,...i->...n", x, coef[..., 1:]) + shift
-    mean = jnp.mean(corrected, axis=-1, keepdims=True)
-    var = jnp.sum(jnp.square(corrected - mean), axis=-1) / (n - 1)
-    return mean[..., 0], var / n * (1 + f / n)
+    return jnp.moveaxis(corrected, -1, 0), 1.0 + f / n
+
+
+def _mean_and_stderr(values: jax.Array, feats: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """The estimate (mean of the per-unit values, control-variate corrected when ``feats``) and
+    its sampling standard error: ``sd / sqrt(units)``, times the fits' factor, widened for the
+    values' skewness (:data:`_SKEW`)."""
+    n = values.shape[0]
+    factor, fitted = 1.0, 0
+    if feats is not None:
+        values, factor = _cross_fit(values, feats)
+        fitted = feats.shape[-1]
+    mean = jnp.mean(values, axis=0, keepdims=True)
+    centred = values - mean
+    m2 = jnp.mean(jnp.square(centred), axis=0, keepdims=True)
+    sd = jnp.sqrt(m2)
+    z = centred / jnp.where(sd > 0, sd, 1.0)  # standardized: the moments cannot overflow
+    skew = jnp.mean(z * z * z, axis=0)
+    excess = jnp.maximum(jnp.mean(jnp.square(z * z), axis=0) - 3.0, 0.0)
+    # Student-t width for the variance estimate's own noise: its degrees of freedom, fewer
+    # for heavy-tailed values (Var(s^2) / sigma^4 = 2 / dof + excess kurtosis / n)
+    dof = 1.0 / (1.0 / max(n - 1 - fitted, 1) + excess / (2 * n))
+    t_width = 1.0 + _T1 / dof + _T2 / (dof * dof)
+    widen = (1.0 + _SKEW * skew * skew / n) * t_width
+    stderr = jnp.sqrt(m2[0] / (n - 1)) * factor**1.5 * widen
+    mean = mean[0]
+    return mean, stderr
+
+
+class _Units(NamedTuple):
+    """What the statistics need from the draws, per independent unit (a draw, or a pair)."""
+
+    values: dict[str, jax.Array]  # kind -> (u, *batch): the estimator's value per unit
+    rounding: dict[str, jax.Array]  # kind -> (u, *batch): |terms| * slope, for the rounding error
+    feats: jax.Array | None  # (u, *batch_p, F) control-variate features
+    log_weight: jax.Array | None  # (u, *batch_p) log pi_c of a mixture p's chosen components
+
+
+def _per_draw(kind: str, log_r: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The per-draw estimator values and their slope ``|d value / d log r|``."""
+    if kind == "k1":
+        return -log_r, jnp.ones_like(log_r)
+    if kind == "k2":
+        return 0.5 * log_r * log_r, jnp.abs(log_r)
+    return phi(log_r), jnp.abs(expm1(log_r))
+
+
+def _units(p, q, log_q, key, units, *, antithetic, kinds, groups, batch, stick_the_landing):
+    """Draws ``units`` units from ``p`` and reduces them to :class:`_Units`."""
+    d = p.event_size
+    batch_p = tuple(p.batch_shape)
+    draw = _draw(p, key, units, antithetic)
+    x = draw.x if draw.x_anti is None else jnp.concatenate([draw.x, draw.x_anti], axis=0)
+    n_draws = x.shape[0]
+    lead = (1,) * (len(batch) - len(batch_p))
+    x = x.reshape(n_draws, *lead, *batch_p, d)
+    exact_log_ratio = log_ratio_at_noise.lookup(type(p), type(q))
+    if exact_log_ratio is not None and not stick_the_landing:
+        eps = draw.eps if draw.x_anti is None else jnp.concatenate([draw.eps, -draw.eps])
+        log_r, magnitude = exact_log_ratio(p, q, eps.reshape(x.shape))
+    else:
+        p_eval = jax.tree_util.tree_map(jax.lax.stop_gradient, p) if stick_the_landing else p
+        lp, lq = align_ranks(p_eval.log_prob(x), log_q(x))
+        shape = jnp.broadcast_shapes(lp.shape, lq.shape)
+        log_r = jnp.broadcast_to(lq, shape) - jnp.broadcast_to(lp, shape)
+        magnitude = jnp.abs(lp) + jnp.abs(lq)
+    magnitude = jax.lax.stop_gradient(magnitude)
+
+    def per_unit(a):
+        return a if not antithetic else 0.5 * (a[:units] + a[units:])
+
+    values, rounding = {}, {}
+    for kind in kinds:
+        per_draw, slope = _per_draw(kind, log_r)
+        values[kind] = per_unit(per_draw)
+        rounding[kind] = per_unit(magnitude * jax.lax.stop_gradient(slope))
+    feats = None if groups == 0 else _features(draw.eps[:units], antithetic, groups)
+    return _Units(values, rounding, feats, draw.log_weight)
+
+
+# Draws are made and reduced in chunks of about this many numbers (units x batch x d) at a time,
+# so that memory is O(units x batch) plus the control-variate features, not several copies of
+# all the draws; below twice this, in one piece (the random stream of small calls is unchanged).
+_CHUNK_ELEMENTS = 1 << 20
+
+
+def _all_units(p, q, log_q, key, units, **kw) -> _Units:
+    per_unit = max(1, int(np.prod(kw["batch"], dtype=np.int64)) * p.event_size)
+    chunk = max(1, _CHUNK_ELEMENTS // per_unit)
+    if units <= 2 * chunk:
+        return _units(p, q, log_q, key, units, **kw)
+    full, rest = divmod(units, chunk)
+    keys = jax.random.split(key, full + (rest > 0))
+    body = jax.checkpoint(lambda k: _units(p, q, log_q, k, chunk, **kw))
+    parts = jax.lax.map(body, keys[:full])
+    parts = jax.tree_util.tree_map(lambda a: a.reshape(full * chunk, *a.shape[2:]), parts)
+    if rest:
+        last = _units(p, q, log_q, keys[full], rest, **kw)
+        parts = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), parts, last)
+    return parts
+
+
+def _validated_dtype(fn: str, p: Any, q: Any) -> tuple[Any, Any]:
+    """Casts the gkl_jax distributions among ``p``, ``q`` to their common compute dtype (at least
+    float32), raising the dtype error under ``fn``'s name (``kl_mc: argument 'q.mean' ...``)."""
+    dists = [(name, d) for name, d in (("p", p), ("q", q)) if isinstance(d, Distribution)]
+    named = [leaf for name, d in dists for leaf in d.named_leaves(name)]
+    if not named:
+        return p, q
+    names, leaves = zip(*named, strict=True)
+    dtype = compute_dtype(fn, names, leaves)
+
+    def cast(d):
+        if not isinstance(d, Distribution):
+            return d
+        return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), d)
+
+    return cast(p), cast(q)
 
 
 def kl_mc(
@@ -255,12 +374,14 @@ def kl_mc(
     the standard error and gradients).
 
     Args:
-      key: a PRNG key.
+      key: a PRNG key (``jax.random.key(0)`` or a raw ``jax.random.PRNGKey(0)``).
       p: the distribution samples are drawn from: a DiagGaussian, a GaussianMixture, or any
         object with ``sample(key, sample_shape)``, ``log_prob(x)``, ``batch_shape`` and
         ``event_size`` (then without antithetic pairs or control variates).
       q: a distribution with ``log_prob(x)`` (DiagGaussian, GaussianMixture, ...) or a callable
-        log-density ``x (*s, d) -> (*s)`` (it must broadcast over leading axes).
+        log-density ``x (*s, d) -> (*s)``: it is called on draws of shape
+        ``(num_samples, *p.batch_shape, d)`` and must return shape
+        ``(num_samples, *p.batch_shape)``.
       num_samples: number of draws from ``p`` (and evaluations of ``log q``); even when
         ``antithetic``. Static.
       estimator: ``"auto"`` (default: ``k1`` with antithetic pairs and control variates when
@@ -274,17 +395,23 @@ def kl_mc(
         2017). Values are unchanged.
 
     Returns:
-      ``Estimate(value, stderr)``, each of shape ``broadcast(p.batch_shape, q.batch_shape)``.
+      An :class:`~gkl_jax.Estimate` ``(value, stderr)``, each of shape
+      ``broadcast(p.batch_shape, q.batch_shape)``; for ``estimator="k2"`` a
+      :class:`~gkl_jax.BiasedEstimate` (``stderr_ignores_bias``: k2 estimates
+      ``E_p[(log r)^2] / 2``, which is not the KL).
 
     Raises:
       ValueError: unknown ``estimator``; ``num_samples`` too small (< 2 units) or odd with
-        antithetic pairs; latent sizes differ or batch shapes do not broadcast; antithetic
-        pairs or control variates asked for a ``p`` that does not expose its noise.
-      TypeError: ``num_samples`` is not an int (a bool is not accepted); ``q`` is neither a
-        distribution nor callable.
+        antithetic pairs; latent sizes differ or batch shapes do not broadcast; a callable ``q``
+        returns the wrong shape; antithetic pairs or control variates asked for a ``p`` that
+        does not expose its noise.
+      TypeError: ``key`` is not a PRNG key; ``num_samples`` is not an int (a bool is not
+        accepted); ``q`` is neither a distribution nor callable; a parameter of ``p`` or ``q`` is
+        not a floating-point array.
 
     References:
-      Schulman (2020) for k1/k2/k3; Glasserman (2004), Ch. 4; Roeder et al. (2017).
+      Schulman (2020) for k1/k2/k3; Glasserman (2004), Ch. 4; Roeder et al. (2017);
+      Hall (1992), Sec. 2.6.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -294,10 +421,11 @@ def kl_mc(
       >>> q = GaussianMixture(jnp.zeros(2), comps)  # no closed form for KL(p || q)
       >>> est = kl_mc(jax.random.key(0), p, q, num_samples=1024)
       >>> est.value, est.stderr  # the exact value (by quadrature) is 0.1254
-      (Array(0.133..., dtype=float32), Array(0.0048..., dtype=float32))
+      (Array(0.13..., dtype=float32), Array(0.00..., dtype=float32))
     """
     fn = "kl_mc"
     p, q = as_distribution(p), as_distribution(q)  # distrax / TFP / numpyro Gaussians
+    checks.check_key(fn, key)
     if estimator not in _ESTIMATORS:
         raise ValueError(f"{fn}: estimator must be one of {_ESTIMATORS}, got {estimator!r}")
     num_samples = checks.static_int(fn, "num_samples", num_samples)
@@ -307,6 +435,8 @@ def kl_mc(
             f"{fn}: 'p' must have sample(key, sample_shape) and log_prob(x) methods, got "
             f"{type(p).__name__}"
         )
+    p, q = _validated_dtype(fn, p, q)
+    log_q = _log_density(fn, q)
     check_argument_values(fn, p=p, q=q)  # checked mode; q only when it is a Distribution
     reparam = _reparameterized(p)
     kind = ("k1" if reparam else "k3") if estimator == "auto" else estimator
@@ -338,51 +468,62 @@ def kl_mc(
         shapes.append((*getattr(q, "batch_shape", ()), q.event_size))
     batch, _ = checks.check_event_shapes(fn, ("p", "q")[: len(shapes)], shapes)
 
-    draw = _draw(p, key, units, antithetic)
-    x = draw.x if draw.x_anti is None else jnp.concatenate([draw.x, draw.x_anti], axis=0)
-    n_draws = x.shape[0]
-    lead = (1,) * (len(batch) - len(batch_p))
-    x = x.reshape(n_draws, *lead, *batch_p, d)
-    exact_log_ratio = log_ratio_at_noise.lookup(type(p), type(q))
-    if exact_log_ratio is not None and not stick_the_landing:
-        eps = draw.eps if draw.x_anti is None else jnp.concatenate([draw.eps, -draw.eps])
-        log_r, magnitude = exact_log_ratio(p, q, eps.reshape(x.shape))
-    else:
-        p_eval = jax.tree_util.tree_map(jax.lax.stop_gradient, p) if stick_the_landing else p
-        lp, lq = align_ranks(p_eval.log_prob(x), log_q(x))
-        shape = jnp.broadcast_shapes(lp.shape, lq.shape)
-        log_r = jnp.broadcast_to(lq, shape) - jnp.broadcast_to(lp, shape)
-        magnitude = jnp.abs(lp) + jnp.abs(lq)
-    if kind == "k1":
-        per_draw, slope = -log_r, jnp.ones_like(log_r)
-    elif kind == "k2":
-        per_draw, slope = 0.5 * log_r * log_r, jnp.abs(log_r)
-    else:
-        per_draw, slope = phi(log_r), jnp.abs(jnp.expm1(log_r))
-    values = per_draw if not antithetic else 0.5 * (per_draw[:units] + per_draw[units:])
+    if not hasattr(q, "event_size"):  # a callable log-density: one value per draw
+        n_draws = 2 * units if antithetic else units
+        x = jax.ShapeDtypeStruct((n_draws, *batch_p, d), jnp.result_type(p.dtype, jnp.float32))
+        out = jax.eval_shape(lambda x: log_q(x), x)  # a fresh function: no cache lookups
+        if getattr(out, "shape", None) != x.shape[:-1]:
+            raise ValueError(
+                f"{fn}: the log-density 'q' returned shape {getattr(out, 'shape', type(out))} "
+                f"for draws x of shape {x.shape}; it must return one value per draw, shape "
+                f"{x.shape[:-1]} (x's shape without its last, latent axis)"
+            )
 
-    feats = _features(draw, units, antithetic) if control_variates else None
-    if feats is not None:
-        nf = feats.shape[-1]
-        feats = feats.reshape(units, *lead, *batch_p, nf)
-        feats = jnp.broadcast_to(feats, (*values.shape, nf))
-    if feats is None:
-        estimate, variance = _plain(values)
-    else:
-        estimate, variance = _regression(values, feats)
-
-    rounding = jnp.finfo(values.dtype).eps * jnp.mean(
-        jax.lax.stop_gradient(magnitude * slope), axis=0
+    # k3's error bar is built from k1's as well (see the module docstring)
+    kinds = (kind, "k1") if kind == "k3" else (kind,)
+    groups = _num_groups(units, d, antithetic) if control_variates else 0
+    got = _all_units(
+        p,
+        q,
+        log_q,
+        key,
+        units,
+        antithetic=antithetic,
+        kinds=kinds,
+        groups=groups,
+        batch=batch,
+        stick_the_landing=stick_the_landing,
     )
-    stderr = jnp.sqrt(variance + rounding * rounding)
+    values = got.values[kind]
+    lead = (1,) * (len(batch) - len(batch_p))
+    feats = None
+    if got.feats is not None:
+        nf = got.feats.shape[-1]
+        feats = got.feats.reshape(units, *lead, *batch_p, nf)
+        feats = jnp.broadcast_to(feats, (*values.shape, nf))
 
-    if draw.log_weight is not None:
+    def estimate_of(k):
+        est, se = _mean_and_stderr(got.values[k], feats)
+        rounding = jnp.finfo(est.dtype).eps * jnp.mean(got.rounding[k], axis=0)
+        return est, jnp.sqrt(se * se + rounding * rounding)
+
+    estimate, stderr = estimate_of(kind)
+    if kind == "k3":
+        # k3 = k1 + (r - 1) with E_p[r] = 1 known: the k3 estimate is the k1 estimate moved by
+        # the observed mean of r - 1. Report the smallest bar centred on k3 that contains both
+        # k3's own interval and k1's moved interval, so it covers whenever k1's does -- k1's
+        # values have light tails, r's do not when q is wider than p.
+        est1, se1 = estimate_of("k1")
+        stderr = jnp.maximum(stderr, se1 + 0.5 * jnp.abs(jax.lax.stop_gradient(estimate - est1)))
+
+    if got.log_weight is not None:
         # Score-function term for the mixture's component choice: value 0, gradient
         # mean[(v - baseline) * grad log pi_c] with a leave-one-out baseline.
         sg_values = jax.lax.stop_gradient(values)
         baseline = (jnp.sum(sg_values, axis=0, keepdims=True) - sg_values) / (units - 1)
-        log_w = draw.log_weight.reshape(units, *lead, *batch_p)
+        log_w = got.log_weight.reshape(units, *lead, *batch_p)
         score = log_w - jax.lax.stop_gradient(log_w)
         sg_adv, score = align_ranks(sg_values - baseline, score)
         estimate = estimate + jnp.mean(sg_adv * score, axis=0)
-    return Estimate(estimate, stderr)
+    result = BiasedEstimate if kind == "k2" else Estimate
+    return result(estimate, stderr)
