@@ -153,7 +153,9 @@ def _diag_log_ratio(p: DiagGaussian, q: DiagGaussian, eps: jax.Array):
     + expm1(2 l_i) (eps_i^2 - 1) / 2]``: the exact closed form plus zero-mean noise terms, each
     computed to a few ulp. Subtracting two separately rounded log-densities instead loses
     ``eps * |log p|`` absolute, which is all of a KL of 1e-7. Returns ``(log_r, magnitude)``,
-    the latter the size of the summed terms (for the rounding part of the standard error).
+    the latter the size of the summed terms (for the rounding part of the standard error), and
+    the zero-mean noise part ``-log r - KL(p || q)``, a known-mean control variate whose
+    coefficient is exactly 1 (see :func:`kl_mc`).
     """
     # log(std_p / std_q) by the same exact log-ratio as the closed forms; u = (mean_p - mean_q)
     # / std_q in q's stored parametrization; the constant part is kl(p, q) itself.
@@ -166,7 +168,7 @@ def _diag_log_ratio(p: DiagGaussian, q: DiagGaussian, eps: jax.Array):
     noise = jnp.sum(lin + quad, axis=-1)
     exact, noise = align_ranks(kl_op(p, q), noise)  # kl_mc has checked p, q
     magnitude = exact + jnp.sum(jnp.abs(lin) + jnp.abs(quad), axis=-1)
-    return -(exact + noise), magnitude
+    return -(exact + noise), magnitude, noise
 
 
 def _group_matrix(d: int, groups: int, dtype) -> jax.Array:
@@ -191,10 +193,15 @@ def _features(eps: jax.Array, antithetic: bool, groups: int) -> jax.Array:
     return jax.lax.stop_gradient(jnp.concatenate(parts, axis=-1))
 
 
+# At most this many control-variate features: the fit costs O(units * F^2), the draws and log
+# densities O(units * d) (times the components of a mixture); see benchmarks/results/mc_speed.md.
+_MAX_FEATURES = 8
+
+
 def _num_groups(units: int, d: int, antithetic: bool) -> int:
-    """Feature groups per kind: at most ``units / 2`` features in all, none below 10 units (with
-    few units, noisy fits cost more than they remove)."""
-    budget = min(units // 4, units - 16)
+    """Feature groups per kind: at most ``min(units / 2, units - 8, _MAX_FEATURES)`` features in
+    all (with few units, noisy fits cost more than they remove)."""
+    budget = min(units // 2, units - 8, _MAX_FEATURES)
     return max(0, min(d, budget // (1 if antithetic else 2)))
 
 
@@ -223,18 +230,21 @@ def _cross_fit(values: jax.Array, feats: jax.Array) -> tuple[jax.Array, float]:
     Returns ``(corrected (n, *B), factor)``.
     """
     n, f = feats.shape[0], feats.shape[-1]
-    v = jnp.moveaxis(values, 0, -1)  # (*B, n)
+    v = jnp.moveaxis(values, 0, -1)[..., None]  # (*B, n, 1)
     x = jnp.moveaxis(feats, 0, -2)  # (*B, n, F)
     design = jnp.concatenate([jnp.ones_like(x[..., :1]), x], axis=-1)  # (*B, n, F + 1)
-    gram = jnp.einsum("...ni,...nj->...ij", design, design)
+    gram = jnp.swapaxes(design, -1, -2) @ design  # (*B, F + 1, F + 1)
     ridge = jnp.asarray(np.diag([0.0] + [1e-6 * n] * f), gram.dtype)
     gram, ridge = align_ranks(gram, ridge)
-    proj = jnp.linalg.solve(gram + ridge, jnp.swapaxes(design, -1, -2))  # (*B, F + 1, n)
-    coef = jnp.einsum("...in,...n->...i", proj, v)
-    resid = v - jnp.einsum("...ni,...i->...n", design, coef)
-    leverage = jnp.einsum("...ni,...in->...n", design, proj)
-    shift = jnp.einsum("...ni,...in->...n", x, proj[..., 1:, :]) * resid / (1 - leverage)
-    corrected = v - jnp.einsum("...ni,...i->...n", x, coef[..., 1:]) + shift
+    # Only matrix products and one small inverse: O(n F^2) per batch element, no n x n
+    # intermediates and no per-unit dot products (which XLA runs as n tiny batched matmuls).
+    inv = jnp.linalg.inv(gram + ridge)  # symmetric, (F + 1)^3
+    weights = design @ inv  # (*B, n, F + 1): row s is (G^-1 d_s)^T
+    coef = jnp.swapaxes(weights, -1, -2) @ v  # (*B, F + 1, 1)
+    resid = v[..., 0] - (design @ coef)[..., 0]
+    leverage = jnp.sum(weights * design, axis=-1)
+    shift = jnp.sum(x * weights[..., 1:], axis=-1) * resid / (1 - leverage)
+    corrected = v[..., 0] - (x @ coef[..., 1:, :])[..., 0] + shift
     return jnp.moveaxis(corrected, -1, 0), 1.0 + f / n
 
 
@@ -282,8 +292,12 @@ def _per_draw(kind: str, log_r: jax.Array) -> tuple[jax.Array, jax.Array]:
     return phi(log_r), jnp.abs(expm1(log_r))
 
 
-def _units(p, q, log_q, key, units, *, antithetic, kinds, groups, batch, stick_the_landing):
-    """Draws ``units`` units from ``p`` and reduces them to :class:`_Units`."""
+def _units(
+    p, q, log_q, key, units, *, antithetic, kinds, groups, batch, stick_the_landing, known_noise
+):
+    """Draws ``units`` units from ``p`` and reduces them to :class:`_Units`. With
+    ``known_noise`` (k1 with control variates on a pair with an exact log-ratio form) the k1
+    values have their zero-mean noise part subtracted (coefficient exactly 1)."""
     d = p.event_size
     batch_p = tuple(p.batch_shape)
     draw = _draw(p, key, units, antithetic)
@@ -294,7 +308,7 @@ def _units(p, q, log_q, key, units, *, antithetic, kinds, groups, batch, stick_t
     exact_log_ratio = log_ratio_at_noise.lookup(type(p), type(q))
     if exact_log_ratio is not None and not stick_the_landing:
         eps = draw.eps if draw.x_anti is None else jnp.concatenate([draw.eps, -draw.eps])
-        log_r, magnitude = exact_log_ratio(p, q, eps.reshape(x.shape))
+        log_r, magnitude, noise = exact_log_ratio(p, q, eps.reshape(x.shape))
     else:
         p_eval = jax.tree_util.tree_map(jax.lax.stop_gradient, p) if stick_the_landing else p
         lp, lq = align_ranks(p_eval.log_prob(x), log_q(x))
@@ -309,6 +323,8 @@ def _units(p, q, log_q, key, units, *, antithetic, kinds, groups, batch, stick_t
     values, rounding = {}, {}
     for kind in kinds:
         per_draw, slope = _per_draw(kind, log_r)
+        if known_noise and kind == "k1":
+            per_draw = per_draw - noise  # exact + noise - noise: the closed form, its gradient
         values[kind] = per_unit(per_draw)
         rounding[kind] = per_unit(magnitude * jax.lax.stop_gradient(slope))
     feats = None if groups == 0 else _features(draw.eps[:units], antithetic, groups)
@@ -481,7 +497,12 @@ def kl_mc(
 
     # k3's error bar is built from k1's as well (see the module docstring)
     kinds = (kind, "k1") if kind == "k3" else (kind,)
-    groups = _num_groups(units, d, antithetic) if control_variates else 0
+    # For a pair with an exact log-ratio form (two DiagGaussians) k1's noise is a known
+    # zero-mean function of eps with coefficient exactly 1: subtracting it leaves the closed form
+    # (and its exact gradient) at O(units * d); other pairs fit pooled noise features.
+    exact_pair = log_ratio_at_noise.lookup(type(p), type(q)) is not None
+    known_noise = control_variates and kind == "k1" and exact_pair and not stick_the_landing
+    groups = _num_groups(units, d, antithetic) if control_variates and not known_noise else 0
     got = _all_units(
         p,
         q,
@@ -493,6 +514,7 @@ def kl_mc(
         groups=groups,
         batch=batch,
         stick_the_landing=stick_the_landing,
+        known_noise=known_noise,
     )
     values = got.values[kind]
     lead = (1,) * (len(batch) - len(batch_p))
