@@ -329,11 +329,12 @@ class BiasedEstimate(Estimate):
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from gkl_jax import kl_from_samples
-      >>> x = jax.random.normal(jax.random.key(0), (500, 2))
-      >>> est = kl_from_samples(x, 0.5 + x[::-1])
-      >>> est.stderr_ignores_bias, type(est).__name__
-      (True, 'BiasedEstimate')
+      >>> from gkl_jax import DiagGaussian, kl_mc
+      >>> p = DiagGaussian(jnp.zeros(2), jnp.zeros(2))
+      >>> q = DiagGaussian(jnp.ones(2), jnp.zeros(2))
+      >>> est = kl_mc(jax.random.key(0), p, q, num_samples=256, estimator="k2")
+      >>> est.stderr_ignores_bias, type(est).__name__, isinstance(est, Estimate)
+      (True, 'BiasedEstimate', True)
     """
 
     __slots__ = ()
