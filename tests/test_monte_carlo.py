@@ -477,6 +477,39 @@ def test_errors():
         kl(MIX_P, GAUSS)
 
 
+@pytest.mark.invalid_input
+def test_errors_name_kl_mc_and_the_argument():
+    """Every error starts with 'kl_mc:' and names the argument."""
+    p = DiagGaussian(jnp.zeros(3), jnp.zeros(3))
+    key = jax.random.key(0)
+    with pytest.raises(TypeError, match=r"^kl_mc: argument 'key' must be a PRNG key.*got int 0"):
+        kl_mc(0, p, p, num_samples=8)
+    with pytest.raises(TypeError, match=r"^kl_mc: argument 'key' .*dtype float32 and shape \(2,\)"):
+        kl_mc(jnp.zeros(2), p, p, num_samples=8)
+    with pytest.raises(TypeError, match=r"^kl_mc: num_samples must be a Python int"):
+        kl_mc(key, p, p, num_samples=jnp.array(8))
+    # a callable q returning one value per coordinate, or one value in all
+    for bad, shape in ((lambda x: x, r"\(8, 3\)"), (jnp.sum, r"\(\)")):
+        with pytest.raises(
+            ValueError,
+            match=rf"^kl_mc: the log-density 'q' returned shape {shape} for draws x of shape "
+            r"\(8, 3\); it must return one value per draw, shape \(8,\)",
+        ):
+            kl_mc(key, p, bad, num_samples=8)
+    # also with a batch and no antithetic pairs: draws (5, 2, 3), values (5, 2)
+    pb = DiagGaussian(jnp.zeros((2, 3)), jnp.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"returned shape \(5, 2, 3\).*shape \(5, 2\)"):
+        kl_mc(key, pb, lambda x: x, num_samples=5, antithetic=False, control_variates=False)
+    # integer parameters that bypassed the constructor (a tree_map): named by their path
+    q_int = jax.tree_util.tree_map(lambda a: a.astype(jnp.int32), p)
+    with pytest.raises(TypeError, match=r"^kl_mc: argument 'q\.mean' has dtype int32"):
+        kl_mc(key, p, q_int, num_samples=8)
+    with pytest.raises(TypeError, match=r"^kl_mc: argument 'p\.mean' has dtype int32"):
+        kl_mc(key, q_int, p, num_samples=8)
+    with pytest.raises(TypeError, match=r"sample_shape must be an int or a tuple of ints"):
+        p.sample(key, 3.0)
+
+
 @pytest.mark.parametrize(("param_p", "param_q"), [("std", "std"), ("var", "log_var")])
 def test_diag_log_ratio_matches_log_densities(x64, param_p, param_q):
     """The cancellation-free log-ratio equals log q(x) - log p(x) (float64, any parametrization)."""
