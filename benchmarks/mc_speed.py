@@ -82,7 +82,7 @@ def speed_table(args) -> list[str]:
         for name, kw in (("plain k1", PLAIN), ("auto", {})):
             f = jax.jit(functools.partial(kl_mc, num_samples=n, **kw))
 
-            def loss(p, q, key, kw=kw):
+            def loss(p, q, key, kw=kw, n=n):
                 return jnp.sum(kl_mc(key, p, q, num_samples=n, **kw).value)
 
             g = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))

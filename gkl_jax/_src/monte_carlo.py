@@ -18,30 +18,43 @@ noise ``eps``):
 * **antithetic pairs**: each ``eps`` is used with ``-eps`` (same mixture component); the pair
   average is one independent unit. It removes every part of the estimator that is odd in ``eps``
   (for Gaussian ``q``: the whole mean-difference term of ``k1``).
-* **control variates**: features of the noise whose expectation under ``p`` is known exactly, the
-  per-dimension ``eps_i`` and ``eps_i^2 - 1``, are subtracted from the per-unit values with least-
-  squares coefficients fitted on the *other* units (leave-one-out cross-fitting, so the estimate
-  stays unbiased; Glasserman 2004, Sec. 4.1 for the regression estimator). When the units are few
-  the dimensions are pooled into groups so that there are at most ``units / 2`` features (none
-  below 10 units). For Gaussian ``p`` and ``q`` the ``k1`` value is exactly a quadratic in ``eps``
-  without cross terms, so the features absorb all of its sampling variance; for mixtures they
-  remove the part they explain (2x less spread than plain ``k1`` at 1024 samples in D = 16, about
-  the same at 64).
+* **control variates**: functions of the noise whose expectation under ``p`` is known exactly
+  are subtracted from the per-unit ``k1`` values. For two DiagGaussians ``-log r`` is the closed
+  form plus a zero-mean noise term known in closed form (see ``_diag_log_ratio``), whose
+  coefficient is exactly 1: subtracting it leaves the closed form, its exact gradient and a
+  rounding-sized error bar, at ``O(units * d)``. For other pairs (a mixture on either side, a
+  callable ``q``) the features ``eps_i^2 - 1`` (and ``eps_i`` without antithetic pairs),
+  pooled into contiguous groups, are regressed out with least-squares coefficients fitted on the
+  *other* units (leave-one-out cross-fitting, so the estimate stays unbiased; Glasserman 2004,
+  Sec. 4.1 for the regression estimator). At most ``min(units / 2, units - 8, 8)`` features:
+  the fit costs ``O(units * F^2)`` (matrix products only), which stays within 2x of plain ``k1``
+  (benchmarks/results/mc_speed.md); 16 features gave at most 10% less spread than 8 in D = 16
+  and a wider error bar at 64 samples.
 
 The default ``estimator="auto"`` is ``k1`` with antithetic pairs and control variates when ``p``
-exposes its noise (Gaussian or mixture ``p``), and plain ``k3`` otherwise. Measured in D = 16:
-for Gaussian pairs, nearly identical or not, it is exact up to rounding (relative spread
-< 1e-4 at 64 samples, where plain ``k1`` has 0.17 to 380); for a Gaussian or mixture ``p``
-against a mixture ``q`` it is unbiased and, from 256 samples on, 1.5-2.5x tighter than plain
-``k1`` and 2-20x tighter than ``k3`` (whose values are heavy-tailed when ``q`` is wider than
-``p``). In one dimension, for well-overlapping ``p`` and ``q``, plain ``k3`` can be 2x tighter:
-pass ``estimator="k3"`` there.
+exposes its noise (Gaussian or mixture ``p``), and plain ``k3`` otherwise. For Gaussian pairs,
+nearly identical or not, it is exact up to rounding; for a Gaussian or mixture ``p`` against a
+mixture ``q`` it is unbiased and tighter than plain ``k1`` (2-3x less spread in D = 16 from 64
+samples on, benchmarks/results/mc_speed.md) and than ``k3`` (whose values are heavy-tailed when
+``q`` is wider than ``p``).
 
 **Standard error.** Computed from the per-unit values (a pair counts once): their sample standard
-deviation over ``sqrt(units)``; with control variates, that of the corrected values, inflated by
-``sqrt(1 + features / units)`` for the shared fits. Measured: calibrated to within 10% from 256
-samples on; at 64 samples and a non-Gaussian ``q`` it can be up to 20% short
-(``control_variates=False`` gives the plain, conservative error bar). A floating-point term,
+deviation over ``sqrt(units)``; with control variates that of the corrected values, times
+``1 + F / units`` for the fits sharing their data. It is the half-width of a Student-t interval
+(degrees of freedom ``units - 1 - F``, fewer for heavy-tailed values), widened for the values'
+skewness (Hall 1992, Sec. 2.6). ``k3``'s bar: ``k3 = k1 + (r - 1)`` with ``E_p[r] = 1`` known;
+when ``q`` is wider than ``p``, ``r`` is heavy-tailed and a sample that misses its rare large
+values gives a ``k3`` mean and sd that are both too low (measured on two VAEs: 53.5% of the
+estimates 2 stderr below the truth, 88.9% at 16384 samples). Such a sample shows itself by a mean
+of ``r - 1`` more than 2 of its standard errors from 0; then ``k3``'s bar is widened to contain
+``k1``'s interval moved to the ``k3`` estimate, so it covers whenever ``k1``'s does. ``k2``
+estimates ``E_p[(log r)^2] / 2``, not the KL: it returns a :class:`~gkl_jax.BiasedEstimate`
+whose stderr is that of its own target. Measured over 10 pairs x 200 seeds per cell
+(benchmarks/results/coverage.md; asserted by tests/test_monte_carlo.py at 64 samples): every
+estimator covers the truth >= 94% of the time within 2 stderr, from 64 to 16384 samples, for
+diagonal pairs (near, q wider, q narrower, mixed as in a VAE), a Gaussian against a mixture and a
+mixture against a Gaussian; ``k3``'s bar is conservative (2-10x the actual spread) when ``q`` is
+much wider than ``p``. A floating-point term,
 ``eps_machine`` times the size of the summed log-density terms (times the estimator's slope), is
 added in quadrature: it bounds the rounding error that no amount of sampling averages away. For two
 DiagGaussians the log-ratio is evaluated without cancellation (see ``_diag_log_ratio``), so the
@@ -216,6 +229,9 @@ _SKEW = 3.5
 # t_dof(0.9772) / 2 ~ 1 + _T1 / dof + _T2 / dof^2 (Cornish-Fisher at z = 2): the bar is the
 # +-2 sd interval of a Student t with the variance estimate's degrees of freedom.
 _T1, _T2 = 1.25, 1.53
+# The control-variate fits share their data: the corrected values' sd is widened by
+# (1 + F / units) ** _FIT_POWER.
+_FIT_POWER = 1.0
 
 
 def _cross_fit(values: jax.Array, feats: jax.Array) -> tuple[jax.Array, float]:
@@ -272,7 +288,7 @@ def _mean_and_stderr(values: jax.Array, feats: jax.Array | None) -> tuple[jax.Ar
     dof = 1.0 / (1.0 / max(n - 1 - fitted, 1) + excess / (2 * n))
     t_width = 1.0 + _T1 / dof + _T2 / (dof * dof)
     widen = (1.0 + _SKEW * skew * skew / n) * t_width
-    stderr = jnp.sqrt(m2[0] / (n - 1)) * factor**1.5 * widen
+    stderr = jnp.sqrt(m2[0] / (n - 1)) * factor**_FIT_POWER * widen
     mean = mean[0]
     return mean, stderr
 
