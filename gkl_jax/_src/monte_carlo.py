@@ -34,9 +34,10 @@ noise ``eps``):
 The default ``estimator="auto"`` is ``k1`` with antithetic pairs and control variates when ``p``
 exposes its noise (Gaussian or mixture ``p``), and plain ``k3`` otherwise. For Gaussian pairs,
 nearly identical or not, it is exact up to rounding; for a Gaussian or mixture ``p`` against a
-mixture ``q`` it is unbiased and tighter than plain ``k1`` (2-3x less spread in D = 16 from 64
-samples on, benchmarks/results/mc_speed.md) and than ``k3`` (whose values are heavy-tailed when
-``q`` is wider than ``p``).
+mixture ``q`` it is unbiased and tighter than plain ``k1`` at about the same cost (2.1-2.8x less
+spread from 64 to 16384 samples for the posterior-vs-mixture-prior pair of
+benchmarks/results/mc_speed.md, D = 16; for ``q`` close to ``p`` the features gain little at 64
+samples) and than ``k3`` (whose values are heavy-tailed when ``q`` is wider than ``p``).
 
 **Standard error.** Computed from the per-unit values (a pair counts once): their sample standard
 deviation over ``sqrt(units)``; with control variates that of the corrected values, times
