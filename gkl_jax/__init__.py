@@ -12,7 +12,7 @@ from gkl_jax._src.aggregate import (
     kl_decomposition,
 )
 from gkl_jax._src.align import Alignment, align_latents
-from gkl_jax._src.base import Distribution, Estimate, Gaussian
+from gkl_jax._src.base import BiasedEstimate, Distribution, Estimate, Gaussian
 from gkl_jax._src.checks import checked, checking
 from gkl_jax._src.compare import Comparison, compare_posteriors
 from gkl_jax._src.distributions.diag import DiagGaussian
@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Alignment",
+    "BiasedEstimate",
     "Comparison",
     "DiagGaussian",
     "Distribution",

@@ -75,6 +75,7 @@ from gkl_jax._src import checks
 from gkl_jax._src.numerics import LOG_2PI, align_ranks
 
 __all__ = [
+    "BiasedEstimate",
     "Distribution",
     "Estimate",
     "Gaussian",
@@ -296,8 +297,12 @@ class Estimate(NamedTuple):
 
     Attributes:
       value: the estimate, shape ``batch``.
-      stderr: its standard error, same shape. ``value +- 2 * stderr`` is a ~95% interval when
-        the estimator is unbiased.
+      stderr: its standard error, same shape. For an ``Estimate`` (``stderr_ignores_bias`` is
+        ``False``) the estimator is unbiased and ``value +- 2 * stderr`` covers the truth about
+        95% of the time: gkl_jax measures it over many seeds for every estimator that returns one.
+      stderr_ignores_bias: ``False`` here; ``True`` on a :class:`BiasedEstimate`. A class
+        attribute, not a field: it is static (part of the pytree's type, so it survives ``jit``,
+        ``vmap`` and ``tree_map``) and ``value, stderr = est`` still unpacks two arrays.
 
     Example:
       >>> import jax.numpy as jnp
@@ -309,6 +314,31 @@ class Estimate(NamedTuple):
 
     value: Float[Array, "*#b"]
     stderr: Float[Array, "*#b"]
+    stderr_ignores_bias = False  # a class attribute (no annotation): not a field
+
+
+class BiasedEstimate(Estimate):
+    """An :class:`Estimate` whose ``stderr`` measures sampling variability only.
+
+    The estimator has a bias that the standard error does not include, so ``value +- 2 * stderr``
+    can miss the truth far more often than 5% of the time. Returned by the estimators that say so:
+    :func:`gkl_jax.kl_from_samples` (finite-sample bias of the kNN estimators, model bias of the
+    moment fit) and :func:`gkl_jax.kl_mc` with ``estimator="k2"`` (which estimates
+    ``E_p[(log q/p)^2] / 2``, not the KL). Test for it with ``est.stderr_ignores_bias``; it is an
+    ``Estimate`` in every other respect (same two fields, unpacking, pytree).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from gkl_jax import DiagGaussian, kl_mc
+      >>> p = DiagGaussian(jnp.zeros(2), jnp.zeros(2))
+      >>> q = DiagGaussian(jnp.ones(2), jnp.zeros(2))
+      >>> est = kl_mc(jax.random.key(0), p, q, num_samples=256, estimator="k2")
+      >>> est.stderr_ignores_bias, type(est).__name__, isinstance(est, Estimate)
+      (True, 'BiasedEstimate', True)
+    """
+
+    __slots__ = ()
+    stderr_ignores_bias = True
 
 
 def check_argument_values(fn: str, **args: Any) -> None:

@@ -141,6 +141,41 @@ def test_upper_bound_zero_weight_component_value_and_gradient():
             np.testing.assert_allclose(g3[1 - side].logits, g2[1 - side].logits, atol=1e-6)
 
 
+def test_variational_is_far_below_and_negative_for_overlapping_components():
+    """The documented failure: p a 5 x 5 grid of unit-variance components spaced 1 apart (a
+    smooth 2-D blob), q a Gaussian. The true KL (1-D quadrature: p and q are products over the two
+    axes, so the KL is the sum of the two 1-D KLs) is 0.420; the approximation is negative, the
+    upper bound is above the truth, and kl_mc covers it."""
+    m1 = np.linspace(-2.0, 2.0, 5)
+    grid = np.array(list(itertools.product(m1, m1)))
+    p = GaussianMixture(
+        jnp.zeros(25), DiagGaussian(jnp.asarray(grid, jnp.float32), jnp.zeros((25, 2)))
+    )
+    mq, sq = np.array([1.5, 0.0]), 2.5
+    q = DiagGaussian(jnp.asarray(mq, jnp.float32), jnp.full(2, 2 * np.log(sq), jnp.float32))
+    w1 = np.full(5, 0.2)
+    truth = sum(
+        quad_kl_1d(
+            mix_logpdf_1d(w1, m1[:, None], np.ones((5, 1))),
+            lambda x, m=m: stats.norm.logpdf(x, m, sq),
+        )
+        for m in mq
+    )
+    np.testing.assert_allclose(truth, 0.420, atol=1e-3)
+    approx = float(kl_var(p, q))
+    assert approx < 0.0 and truth - approx > 0.6  # negative, 0.65 below the truth
+    # agrees with the independent float64 formula: the behaviour is the approximation's own
+    w, var = np.full(25, 1 / 25), np.ones((25, 2))
+    np.testing.assert_allclose(
+        approx,
+        np_variational(w, grid, var, np.ones(1), mq[None], np.full((1, 2), sq**2)),
+        rtol=1e-4,
+    )
+    assert float(upper(p, q)) >= truth
+    est = jax.jit(lambda k: gkl_jax.kl_mc(k, p, q, num_samples=8192))(jax.random.key(0))
+    assert abs(float(est.value) - truth) <= 4 * float(est.stderr)
+
+
 def test_exports():
     for name in ("GaussianMixture", "kl_mixture_variational", "kl_mixture_upper_bound"):
         assert name in gkl_jax.__all__
