@@ -25,7 +25,7 @@ def est(x_p, x_q, **kw):
 def ref_weights(d, n, m):
     """The ensemble's weights, re-derived: the minimum-norm solution (lstsq) of
     ``sum w = 1, sum w_k k^(2j/d) = 0`` over ``k = 1..K``."""
-    j_max, k_max = (1, 8) if d < 8 else (2, 64)
+    j_max, k_max = (1, 8) if d < 8 else (2, 32)
     k_max = max(1, min(k_max, n // 16, n - 2, m - 1))
     j_max = min(j_max, k_max - 1)
     ks = np.arange(1, k_max + 1.0)

@@ -8,7 +8,7 @@ the estimator's bias (``est.stderr_ignores_bias`` is ``True``).
 * ``method="knn"`` with ``k=None`` (default): the **bias-reduced ensemble** of Moon & Hero
   (2014): a weighted sum ``sum_k w_k D_k`` of the fixed-k estimators ``D_k`` below over the ranks
   ``k = 1..K``, with the minimum-norm weights that sum to 1 and cancel the leading bias terms
-  ``(k / n)^(2 j / d)``, ``j = 1..J`` (``J = 1, K = 8`` for ``d < 8``; ``J = 2, K = 64`` for
+  ``(k / n)^(2 j / d)``, ``j = 1..J`` (``J = 1, K = 8`` for ``d < 8``; ``J = 2, K = 32`` for
   ``d >= 8``; ``K <= n / 16``). Same neighbour search, ``K`` neighbours instead of one.
   ``benchmarks/results/knn.md`` measures it against ``k = 1`` and ``k = 5`` on Gaussian pairs.
 * ``method="knn"`` with ``k`` an int: the Wang-Kulkarni-Verdu (2009) estimator
@@ -98,7 +98,7 @@ _HI = jax.lax.Precision.HIGHEST
 def ensemble_weights(d: int, n: int, m: int) -> np.ndarray:
     """The ensemble's weights over the ranks ``1..K`` (float64, summing to 1): the minimum-norm
     ``w`` with ``sum_k w_k k^(2 j / d) = 0`` for ``j = 1..J`` (Moon & Hero, 2014)."""
-    j_max, k_max = (1, 8) if d < 8 else (2, 64)
+    j_max, k_max = (1, 8) if d < 8 else (2, 32)
     k_max = max(1, min(k_max, n // 16, n - 2, m - 1))
     j_max = min(j_max, k_max - 1)
     if j_max == 0:
