@@ -98,6 +98,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
@@ -106,7 +107,7 @@ from gkl_jax._src import checks
 from gkl_jax._src.base import Gaussian
 from gkl_jax._src.dispatch import Operation
 from gkl_jax._src.distributions.diag import DiagGaussian, diag_pair
-from gkl_jax._src.distributions.full import FullGaussian
+from gkl_jax._src.distributions.full import FullGaussian, check_strict_upper
 from gkl_jax._src.distributions.low_rank import LowRankGaussian
 from gkl_jax._src.kl.diag import diag_kl_terms
 from gkl_jax._src.kl.registry import register_kl
@@ -794,10 +795,13 @@ def kl_full(
 
     Args:
       mean_p: ``(*batch, d)`` mean of p.
-      scale_tril_p: ``(*batch, d, d)`` lower-triangular Cholesky factor of p's covariance
-        (positive diagonal; the strictly upper part is ignored).
+      scale_tril_p: ``(*batch, d, d)`` lower-triangular square root of p's covariance: a
+        non-zero diagonal of either sign (``L L^T`` is the covariance; a negative entry is valid,
+        as in :class:`~gkl_jax.FullGaussian`). Only the lower triangle is read; the checked mode
+        reports finite non-zero entries above it (for a general square root ``S`` use
+        ``kl(FullGaussian.from_scale(mean, S), ...)``).
       mean_q: ``(*batch, d)`` mean of q.
-      scale_tril_q: ``(*batch, d, d)`` Cholesky factor of q's covariance.
+      scale_tril_q: ``(*batch, d, d)`` the same for q.
 
     Returns:
       ``KL(p || q)`` with the broadcast batch shape (float32 at least).
@@ -826,8 +830,19 @@ def kl_full(
     checks.check_event_shapes(fn, ("mean_p", "mean_q"), (m_p.shape, m_q.shape))
     # (*b, d, d) factors: the trailing d is the latent axis, the rest broadcasts like a batch
     checks.check_event_shapes(fn, ("scale_tril_p", "scale_tril_q"), (l_p.shape, l_q.shape))
+    # the checked mode: kl_full's own messages come first (the FullGaussian built below checks
+    # the same values again; the first failure is the one reported)
     for name, value in zip(names, (m_p, l_p, m_q, l_q), strict=True):
-        checks.check_finite(fn, name, value)
-        if name.startswith("scale"):
-            checks.check_positive(fn, f"diagonal of {name}", jnp.diagonal(value, 0, -2, -1))
+        if not name.startswith("scale"):
+            checks.check_finite(fn, name, value)
+            continue
+        rows, cols = np.tril_indices(value.shape[-1])
+        checks.check_finite(fn, f"lower triangle of {name}", value[..., rows, cols])
+        checks.check_nonzero(
+            fn,
+            f"diagonal of {name}",
+            jnp.diagonal(value, 0, -2, -1),
+            " (a negative entry is a valid square root)",
+        )
+        check_strict_upper(fn, name, value)
     return _kl_structured(FullGaussian(m_p, l_p), FullGaussian(m_q, l_q))
