@@ -285,10 +285,8 @@ TOL = {"float32": 1e-5, "float64": 1e-13}
 
 
 def tolerance(kp, kq, regime, dtype_name):
-    tol = TOL[dtype_name]
-    if "80" in regime and dtype_name == "float32":
-        return 5 * tol  # a log-diagonal of e^+-80: covariances of condition ~1e35
-    return tol
+    """Measured worst: 2.8e-6 (float32), 2.2e-15 (float64); see accuracy_structured.md."""
+    return TOL[dtype_name]
 
 
 @pytest.mark.parametrize("dtype_name", ["float32", "float64"])
@@ -310,6 +308,17 @@ def test_kl_against_120_digit_reference(kind_p, kind_q, dtype_name, request):
 def test_known_limits(regime):
     errors = measured_errors("lowrank", "lowrank")
     assert errors[regime] <= TOL["float32"], errors[regime]
+
+
+@pytest.mark.xfail(strict=True, reason="exp overflows in float32 beyond a diagonal ratio of e^88")
+def test_known_limit_diagonal_ratio_beyond_e88():
+    rng = np.random.default_rng(2)
+    q = _low_rank(rng, D, K)
+    p = _perturb(q, "all", 1e-3, rng)
+    p[2] = p[2] - 90.0  # the true KL is ~200
+    pp, qq = _cast(p, np.float32), _cast(q, np.float32)
+    got = float(kl(make("lowrank", pp), make("lowrank", qq)))
+    np.testing.assert_allclose(got, ref_kl_mp("lowrank", pp, "lowrank", qq), rtol=1e-5)
 
 
 def test_issue_near_pairs_d64_k4():
@@ -389,7 +398,11 @@ def accuracy_table() -> str:
             cells.append("0 / 0 (exact)" if regime == "p == q" else f"{e32:.1e} / {e64:.1e}")
         rows.append(f"| {regime} | " + " | ".join(cells) + " |")
     big = {t: measured_errors_big(t) for t in TOL}
-    lines = ["", f"D = {D_BIG}, k = {K_BIG}, LowRank-LowRank (float64 difference-form reference):"]
+    lines = [
+        "",
+        f"D = {D_BIG}, k = {K_BIG}, LowRank-LowRank, against a float64 difference form (the "
+        "float64 column is bounded by that reference's own error, ~1e-10 x the conditioning):",
+    ]
     lines += ["", "| regime | float32 | float64 |", "|---|---|---|"]
     for regime in big["float32"]:
         lines.append(f"| {regime} | {big['float32'][regime]:.1e} | {big['float64'][regime]:.1e} |")
