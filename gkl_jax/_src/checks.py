@@ -52,6 +52,7 @@ __all__ = [
     "check_event_shapes",
     "check_finite",
     "check_matrix_shapes",
+    "check_nonzero",
     "check_param",
     "check_positive",
     "check_value",
@@ -174,6 +175,16 @@ def check_positive(fn: str, name: str, x: jax.Array) -> None:
         lambda: jnp.sum(~(x > 0)),
         f"{fn}: argument '{name}' must be positive: {{bad}} of {np.size(x)} entries are <= 0 or "
         "NaN",
+    )
+
+
+def check_nonzero(fn: str, name: str, x: jax.Array, why: str = "") -> None:
+    """Checked mode only: reports entries of argument ``name`` that are 0 or NaN (``why`` is
+    appended to the message, e.g. that a negative entry is valid)."""
+    check_value(
+        lambda: jnp.sum(~(jnp.abs(x) > 0)),
+        f"{fn}: argument '{name}' must be non-zero{why}: {{bad}} of {np.size(x)} entries are 0 "
+        "or NaN",
     )
 
 

@@ -307,11 +307,40 @@ def test_shape_errors():
         kl(p, q)
 
 
+@pytest.mark.invalid_input
 def test_checked_mode_reports_bad_scale():
     err, _ = gkl_jax.checked(kl_full)(
-        jnp.zeros(2), jnp.array([[1.0, 0.0], [0.0, -1.0]]), jnp.zeros(2), jnp.eye(2)
+        jnp.zeros(2), jnp.array([[1.0, 0.0], [0.0, 0.0]]), jnp.zeros(2), jnp.eye(2)
     )
-    assert "kl_full: argument 'diagonal of scale_tril_p' must be positive: 1 of 2" in err.get()
+    assert "kl_full: argument 'diagonal of scale_tril_p' must be non-zero" in err.get()
+    assert "1 of 2 entries are 0 or NaN" in err.get()
+    err, _ = gkl_jax.checked(kl_full)(
+        jnp.zeros(2), jnp.eye(2), jnp.zeros(2), jnp.array([[1.0, 0.5], [0.0, 1.0]])
+    )
+    assert "kl_full: argument 'scale_tril_q' is not lower triangular: 1 of 1" in err.get()
+    assert "FullGaussian.from_scale" in err.get()
+    err, _ = gkl_jax.checked(kl_full)(
+        jnp.zeros(2), jnp.array([[1.0, 0.0], [jnp.inf, 1.0]]), jnp.zeros(2), jnp.eye(2)
+    )
+    assert "kl_full: argument 'lower triangle of scale_tril_p' must be finite" in err.get()
+
+
+def test_checked_kl_full_accepts_a_negative_diagonal(x64):
+    """A square root with negative diagonal entries is valid (``L L^T`` is the covariance): the
+    checked mode reports nothing and the value is that of the dense float64 formula."""
+    rng = np.random.default_rng(5)
+    l_p = np.tril(rng.standard_normal((3, 3))) + np.diag([-2.0, 1.5, -1.0])
+    l_q = np.tril(rng.standard_normal((3, 3))) + np.diag([1.0, -2.5, 2.0])
+    m_p, m_q = rng.standard_normal(3), rng.standard_normal(3)
+    err, got = gkl_jax.checked(kl_full)(m_p, l_p, m_q, l_q)
+    assert err.get() is None
+    s_p, s_q = l_p @ l_p.T, l_q @ l_q.T
+    inv_q = np.linalg.inv(s_q)
+    dm = m_p - m_q
+    want = 0.5 * (np.trace(inv_q @ s_p) - 3 + dm @ inv_q @ dm - np.linalg.slogdet(inv_q @ s_p)[1])
+    np.testing.assert_allclose(float(got), want, rtol=1e-12)
+    for g in jax.grad(kl_full, argnums=(1, 3))(m_p, l_p, m_q, l_q):
+        assert np.all(np.isfinite(np.asarray(g)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from gkl_jax._src.base import Gaussian, arg_name, array_field, broadcast_batch
 from gkl_jax._src.linalg import mm, solve_tril, whiten
 from gkl_jax._src.numerics import align_ranks, as_float_arrays
 
-__all__ = ["FullGaussian"]
+__all__ = ["FullGaussian", "check_strict_upper"]
 
 
 def _diag(mat: jax.Array) -> jax.Array:
@@ -48,7 +48,7 @@ def _positive_diagonal(tril: jax.Array) -> jax.Array:
     return tril * sign[..., None, :]
 
 
-def _check_strict_upper(fn: str, name: str, mat: jax.Array) -> None:
+def check_strict_upper(fn: str, name: str, mat: jax.Array) -> None:
     """Checked mode: finite non-zero entries above the diagonal (see the module docstring)."""
     d = mat.shape[-1]
     n = int(np.prod(mat.shape[:-2])) * d * (d - 1) // 2
@@ -109,7 +109,7 @@ class FullGaussian(Gaussian):
         names = ("mean", "scale_tril")
         mean, tril = as_float_arrays(fn, names, (mean, scale_tril))
         checks.check_matrix_shapes(fn, "mean", mean.shape, "scale_tril", tril.shape)
-        _check_strict_upper(fn, "scale_tril", tril)
+        check_strict_upper(fn, "scale_tril", tril)
         self.mean = mean
         self.scale_tril = _positive_diagonal(jnp.tril(tril))
         self.check_values(fn)
@@ -124,7 +124,7 @@ class FullGaussian(Gaussian):
         checks.check_finite(fn, arg_name(name, "mean"), self.mean)
         checks.check_finite(fn, f"lower triangle of {arg}", tril[..., rows, cols])
         checks.check_positive(fn, f"diagonal of {arg}", _diag(tril))
-        _check_strict_upper(fn, arg, tril)
+        check_strict_upper(fn, arg, tril)
 
     @classmethod
     def from_scale(
