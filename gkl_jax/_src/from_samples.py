@@ -153,16 +153,18 @@ def _jackknife_var(theta: jax.Array) -> jax.Array:
 
 
 def _knn_estimate(
-    x_p: jax.Array, x_q: jax.Array, k: int, block_size: int, max_ties: int
+    x_p: jax.Array, x_q: jax.Array, k: int, block_size: int, max_ties: int, search=None
 ) -> Estimate:
+    # ``search``: the neighbour search, ``_knn`` by default (gkl_jax.sharding passes its ring)
+    search = _knn if search is None else search
     n, d = x_p.shape
     m = x_q.shape[0]
     center = jnp.mean(x_p, axis=0, keepdims=True)
     x_p, x_q = x_p - center, x_q - center
     num_p = min(k + 1 + max_ties, n - 1)
     num_q = min(k + 1 + max_ties, m)
-    rho2, rho_idx = _knn(x_p, x_p, num_p, self_search=True, block_size=block_size)
-    nu2, nu_idx = _knn(x_p, x_q, num_q, self_search=False, block_size=block_size)
+    rho2, rho_idx = search(x_p, x_p, num_p, self_search=True, block_size=block_size)
+    nu2, nu_idx = search(x_p, x_q, num_q, self_search=False, block_size=block_size)
     l_rank, log_rho, log_rho_next, ok_p = _rank_terms(rho2, k)
     k_rank, log_nu, log_nu_next, ok_q = _rank_terms(nu2, k)
     valid = ok_p & ok_q
