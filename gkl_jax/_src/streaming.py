@@ -309,6 +309,7 @@ def stream(
         lo[name], hi[name] = np.float64(a["min"]), np.float64(a["max"])
         if "hist" in a:
             hist[name] = np.asarray(a["hist"])
+
     def plain(values):  # scalar statistics as Python floats
         return {k: float(v) if np.ndim(v) == 0 else v for k, v in values.items()}
 
