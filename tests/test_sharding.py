@@ -174,3 +174,41 @@ def test_errors_name_the_function_and_argument():
         sharding.stream(lambda b: {"x": b[0]}, [(np.ones(3), np.ones(4))], progress=False)
     with pytest.raises(ValueError, match="batch_mesh: 'devices' is empty"):
         sharding.batch_mesh([])
+
+
+def test_quantile_interpolates_inside_a_bin():
+    res = sharding.stream(
+        lambda b: {"x": b},
+        [np.linspace(0.0, 1.0, 101, dtype=np.float32)],
+        progress=False,
+        bins=[0.0, 0.5, 1.0],
+    )
+    assert abs(res.quantile("x", 0.5) - 0.5) <= 0.01
+    assert abs(res.quantile("x", 0.25) - 0.25) <= 0.01
+    assert res.quantile("x", 1.0) == 1.0
+
+
+def test_sharded_comparison_example_runs(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "sharded_comparison.py"),
+            *("--batches", "3", "--batch-size", "100", "--aggregate", "64"),
+            *("--num-samples", "128", "--knn", "256", "--quiet", "--out", str(tmp_path / "o")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "Posterior comparison over 300 inputs" in out.stdout
+    assert "kNN from samples" in out.stdout
+    text = (tmp_path / "o" / "sharded_comparison.txt").read_text()
+    assert "KL(a||b)" in text
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "sharded_comparison.json",
+        "sharded_comparison.txt",
+    ]

@@ -70,9 +70,9 @@ def _dd_sum(v: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def default_bins(dtype: Any = np.float32) -> np.ndarray:
-    """Histogram edges for a divergence (nats): ``0``, then ``1e-6 .. 1e4`` log-spaced, 4 per
-    decade (41 edges; values below the first or above the last fall in the two outer counts)."""
-    return np.concatenate([[0.0], np.logspace(-6, 4, 41)]).astype(dtype)
+    """Histogram edges for a divergence (nats): ``0``, then ``1e-6 .. 1e4`` log-spaced, 20 per
+    decade (202 edges; values below the first or above the last fall in the two outer counts)."""
+    return np.concatenate([[0.0], np.logspace(-6, 4, 201)]).astype(dtype)
 
 
 class StreamResult(NamedTuple):
@@ -99,13 +99,18 @@ class StreamResult(NamedTuple):
     bins: np.ndarray
 
     def quantile(self, name: str, q: float) -> float:
-        """The ``q``-quantile of scalar statistic ``name``, read off its histogram (the upper
-        edge of the bin where the cumulative count reaches ``q``; clipped to min/max)."""
-        counts = self.histogram[name]
-        cum = np.cumsum(counts)
-        i = int(np.searchsorted(cum, q * cum[-1]))
+        """The ``q``-quantile of scalar statistic ``name``, interpolated linearly inside the
+        histogram bin where the cumulative count reaches ``q`` (the outer bins end at the
+        minimum and maximum); as coarse as the bins."""
+        counts = np.asarray(self.histogram[name], np.float64)
         edges = np.concatenate([[self.min[name]], self.bins, [self.max[name]]])
-        return float(np.clip(edges[min(i + 1, len(edges) - 1)], self.min[name], self.max[name]))
+        edges = np.clip(edges, self.min[name], self.max[name])
+        cum = np.cumsum(counts)
+        target = q * cum[-1]
+        i = int(min(np.searchsorted(cum, target), counts.size - 1))
+        before = cum[i - 1] if i > 0 else 0.0
+        frac = (target - before) / counts[i] if counts[i] > 0 else 0.0
+        return float(edges[i] + frac * (edges[i + 1] - edges[i]))
 
     def summary(self) -> str:
         """A plain-text table: count, then mean, std, min, median (from the histogram) and max
