@@ -90,9 +90,14 @@ def closed_forms():
 def knn():
     x_p = jax.random.normal(jax.random.key(1), (503, 3))
     x_q = 0.4 + 1.2 * jax.random.normal(jax.random.key(2), (401, 3))
-    ref = gkl_jax.kl_from_samples(x_p, x_q, k=2)
-    one = sharding.kl_from_samples_sharded(x_p, x_q, k=2, mesh=MESH1)
-    eight = sharding.kl_from_samples_sharded(x_p, x_q, k=2, mesh=MESH8)
+    # exact copies within and across the sets, and ties at positive distances (rounding)
+    dup_p = np.round(np.array(x_p), 1)
+    dup_q = np.array(x_q)
+    dup_p[200:204] = dup_p[10]
+    dup_q[100:103] = dup_p[11]
+    ref = gkl_jax.kl_from_samples(dup_p, dup_q, k=2)
+    one = sharding.kl_from_samples_sharded(dup_p, dup_q, k=2, mesh=MESH1)
+    eight = sharding.kl_from_samples_sharded(dup_p, dup_q, k=2, mesh=MESH8)
     for est in (one, eight):
         assert rel(est.value, ref.value) <= 1e-6, (est, ref)
         assert rel(est.stderr, ref.stderr) <= 1e-6, (est, ref)
@@ -106,7 +111,7 @@ def knn():
     d_one, i_one = _knn(x_p[:496], x_p[:496], 4, self_search=True, block_size=64)
     assert np.array_equal(np.asarray(d_ring), np.asarray(d_one))
     assert np.array_equal(np.asarray(i_ring), np.asarray(i_one))
-    ok("kNN: ring search = one-device search; estimate within 1e-6, 1 and 8 devices")
+    ok("kNN: ring search = one-device search; estimate within 1e-6 (copies, ties), 1 and 8 devices")
 
 
 def knn_memory():
@@ -181,7 +186,7 @@ def streaming():
 
     results = [
         sharding.stream_comparison(batches(bs), mesh=mesh, progress=False)
-        for mesh, bs in ((MESH1, 100), (MESH8, 100), (MESH8, n))
+        for mesh, bs in ((MESH1, n), (MESH8, 100))
     ]
     first = results[0]
     assert first.count == n

@@ -18,6 +18,7 @@ practice. Counts and histograms are integers (exact), minima and maxima are exac
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -145,28 +146,41 @@ def _init(shapes: dict[str, tuple[tuple[int, ...], Any]], nbins: int) -> dict:
 
 
 def _batch_partials(fn, axis, bins, batch, mask):
-    """Per device: the statistics of its rows, reduced; then combined over the devices."""
+    """Per device: the statistics of its rows, reduced; then combined over the devices.
+
+    Every statistic and its square go into one ``(rows, W)`` matrix, so that one pairwise
+    double-word sum and one gather of the ``D`` device partials serve them all."""
     stats = fn(batch)
-    out = {}
+    out, columns = {}, []
     for name, v in stats.items():
         w = mask.reshape((-1,) + (1,) * (v.ndim - 1))
         v0 = jnp.where(w, v, 0.0)
-        part = {"sum": _dd_sum(v0), "sq": _dd_sum(v0 * v0)}
-        part["min"] = jax.lax.pmin(jnp.min(jnp.where(w, v, jnp.inf), axis=0), axis)
-        part["max"] = jax.lax.pmax(jnp.max(jnp.where(w, v, -jnp.inf), axis=0), axis)
+        columns += [v0.reshape(v0.shape[0], -1), (v0 * v0).reshape(v0.shape[0], -1)]
+        part = {
+            "min": jax.lax.pmin(jnp.min(jnp.where(w, v, jnp.inf), axis=0), axis),
+            "max": jax.lax.pmax(jnp.max(jnp.where(w, v, -jnp.inf), axis=0), axis),
+        }
         if v.ndim == 1:
             where = jnp.searchsorted(bins.astype(v.dtype), v, side="right")
-            part["hist"] = jax.lax.psum(
-                jax.ops.segment_sum(mask.astype(jnp.int32), where, num_segments=bins.shape[0] + 1),
-                axis,
+            counts = jax.ops.segment_sum(
+                mask.astype(jnp.int32), where, num_segments=bins.shape[0] + 1
             )
-        for key in ("sum", "sq"):  # the device partials, added in device order
-            hi, lo = (jax.lax.all_gather(x, axis) for x in part[key])
-            total = (hi[0], lo[0])
-            for i in range(1, hi.shape[0]):
-                total = _dd_add(total, (hi[i], lo[i]))
-            part[key] = total
+            part["hist"] = jax.lax.psum(counts, axis)
         out[name] = part
+    dtype = jnp.result_type(*columns)
+    hi, lo = _dd_sum(jnp.concatenate([c.astype(dtype) for c in columns], axis=1))
+    hi, lo = jax.lax.all_gather(hi, axis), jax.lax.all_gather(lo, axis)
+    total = (hi[0], lo[0])
+    for i in range(1, hi.shape[0]):  # the device partials, added in device order
+        total = _dd_add(total, (hi[i], lo[i]))
+    start = 0
+    for name, v in stats.items():
+        size = math.prod(v.shape[1:])
+        for key in ("sum", "sq"):
+            out[name][key] = tuple(
+                t[start : start + size].reshape(v.shape[1:]).astype(v.dtype) for t in total
+            )
+            start += size
     return out
 
 
