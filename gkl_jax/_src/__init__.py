@@ -39,6 +39,11 @@ One concept per file::
                             dimension-wise KL): N posteriors as their aggregate q(z), chunked
     align.py                align_latents, Alignment: permutation/sign or Procrustes map
                             between two models' latent axes, applied to Gaussians
+    mesh.py                 batch_mesh, shard_batch: the 1-D "batch" mesh of gkl_jax.sharding
+    streaming.py            stream, stream_comparison: per-example statistics of a dataset of
+                            batches reduced on device (double-word sums, extrema, histograms)
+    ring.py                 kNN and aggregate-posterior estimators with both sets sharded: the
+                            reference blocks circulate in a ppermute ring (../sharding.py)
 
 Adding a distribution type is one new file under ``distributions/`` (its fields declared with
 ``base.array_field``, which gives it batch indexing) plus registrations on the operations it

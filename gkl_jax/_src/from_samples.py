@@ -208,10 +208,25 @@ def _jackknife_var(theta: jax.Array) -> jax.Array:
     return (g - 1) / g * jnp.sum(jnp.square(theta - jnp.mean(theta, axis=0)), axis=0)
 
 
-@functools.partial(jax.jit, static_argnames=("weights", "block_size", "max_ties"))
+def knn_weights(k: int | None, d: int, n: int, m: int) -> tuple[float, ...]:
+    """The weights over neighbour ranks ``1..K``: the bias-reduced ensemble for ``k=None``, else
+    the plain estimator at rank ``k`` (a static tuple, the key of the compiled kernel)."""
+    if k is None:
+        return tuple(float(v) for v in ensemble_weights(d, n, m))
+    return (0.0,) * (k - 1) + (1.0,)
+
+
+@functools.partial(jax.jit, static_argnames=("weights", "block_size", "max_ties", "search"))
 def _knn_estimate(
-    x_p: jax.Array, x_q: jax.Array, weights: tuple[float, ...], block_size: int, max_ties: int
+    x_p: jax.Array,
+    x_q: jax.Array,
+    weights: tuple[float, ...],
+    block_size: int,
+    max_ties: int,
+    search=None,
 ) -> BiasedEstimate:
+    # ``search``: the neighbour search, ``_knn`` by default (gkl_jax.sharding passes its ring)
+    search = _knn if search is None else search
     n, d = x_p.shape
     m = x_q.shape[0]
     w = jnp.asarray(weights, x_p.dtype)
@@ -219,8 +234,8 @@ def _knn_estimate(
     x_p, x_q = _normalize(x_p, x_q)
     num_p = min(k_max + 1 + max_ties, n - 1)
     num_q = min(k_max + 1 + max_ties, m)
-    rho2, rho_idx = _knn(x_p, x_p, num_p, self_search=True, block_size=block_size)
-    nu2, nu_idx = _knn(x_p, x_q, num_q, self_search=False, block_size=block_size)
+    rho2, rho_idx = search(x_p, x_p, num_p, self_search=True, block_size=block_size)
+    nu2, nu_idx = search(x_p, x_q, num_q, self_search=False, block_size=block_size)
     z_p, ok_p, level_p, change_p, copy_p = _side(rho2, w, n - 1, max_ties)
     z_q, ok_q, level_q, change_q, copy_q = _side(nu2, w, m, max_ties)
     valid = ok_p & ok_q
@@ -448,10 +463,7 @@ def kl_from_samples(
                 f"{rank + 2}: k neighbours besides itself, plus one for the error bar) and "
                 f"'x_q' has {m} (needs >= k + 1 = {rank + 1})"
             )
-        if k is None:
-            weights = tuple(float(v) for v in ensemble_weights(d, n, m))
-        else:
-            weights = (0.0,) * (k - 1) + (1.0,)
+        weights = knn_weights(k, d, n, m)
         return _knn_estimate(x_p, x_q, weights, min(block_size, n), max_ties)
     if method == "gaussian":
         if covariance not in ("full", "diag"):
