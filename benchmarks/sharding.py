@@ -44,7 +44,7 @@ def memory(compiled):
 
 def knn_memory(n, d, mesh):
     x = jax.ShapeDtypeStruct((n, d), jnp.float32)
-    return memory(ring._knn_sharded.lower(x, x, mesh, 1, 64, 4).compile())
+    return memory(ring._knn_sharded.lower(x, x, mesh, (1.0,), 64, 4).compile())
 
 
 def stream_memory(batch, d, mesh):
@@ -100,7 +100,7 @@ def time_knn(n, d, mesh):
     rng = np.random.default_rng(1)
     x_p = jnp.asarray(rng.normal(size=(n, d)).astype(np.float32))
     x_q = jnp.asarray((0.3 + rng.normal(size=(n, d))).astype(np.float32))
-    return best_of(lambda: sharding.kl_from_samples_sharded(x_p, x_q, mesh=mesh).value, 1)
+    return best_of(lambda: sharding.kl_from_samples_sharded(x_p, x_q, k=1, mesh=mesh).value, 1)
 
 
 def fmt(mem):
