@@ -21,7 +21,9 @@ PAGES = sorted(p for p in DOCS.glob("*.md"))
 _BLOCK = re.compile(r"(<!-- skip-test[^\n]*-->\n)?^```python\n(.*?)^```$", re.M | re.S)
 
 
-@pytest.mark.parametrize("package", ["gkl_jax", "gkl_jax.nnx", "gkl_jax.interop"])
+@pytest.mark.parametrize(
+    "package", ["gkl_jax", "gkl_jax.nnx", "gkl_jax.interop", "gkl_jax.sharding"]
+)
 def test_api_reference_lists_every_public_name(package):
     module = importlib.import_module(package)
     public = [n for n in module.__all__ if not n.startswith("__")]

@@ -146,8 +146,9 @@ def kl_from_samples_sharded(
       x_p: ``(n, d)`` samples from p (any sharding; resharded by rows).
       x_q: ``(m, d)`` samples from q.
       mesh: a 1-D :class:`jax.sharding.Mesh` (default :func:`gkl_jax.sharding.batch_mesh`).
-      k, block_size, max_ties: as in :func:`gkl_jax.kl_from_samples` (``block_size``: query rows
-        per block of one device's search).
+      k: as in :func:`gkl_jax.kl_from_samples` (``None``: the bias-reduced ensemble).
+      block_size: query rows per block of one device's search.
+      max_ties: as in :func:`gkl_jax.kl_from_samples`.
 
     Returns:
       ``BiasedEstimate(value, stderr)``, scalars (replicated), as :func:`gkl_jax.kl_from_samples`.
@@ -329,7 +330,8 @@ def kl_aggregate_sharded(
 
     Args:
       key: a PRNG key.
-      q_a, q_b: two sets of posteriors, DiagGaussians of batch shape ``(N_a,)``, ``(N_b,)``.
+      q_a: a set of posteriors, a DiagGaussian of batch shape ``(N_a,)``.
+      q_b: another set, batch shape ``(N_b,)``.
       num_samples: number of draws (static, >= 2).
       mesh: a 1-D mesh (default: every device).
       chunk_size: components per scan step on each device (default: about ``4M / (S / D)``).

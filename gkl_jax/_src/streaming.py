@@ -360,7 +360,10 @@ def stream_comparison(
     Args:
       batches: an iterable of ``(p_a, p_b)`` pairs, two models' posteriors of the same inputs
         (Gaussians with batch shape ``(rows,)``).
-      mesh, bins, progress, total: as in :func:`stream`.
+      mesh: as in :func:`stream`.
+      bins: as in :func:`stream`.
+      progress: as in :func:`stream`.
+      total: as in :func:`stream`.
       alignment: as in :func:`gkl_jax.compare_posteriors` (a hashable callable, e.g. an
         :class:`~gkl_jax.Alignment`).
 
