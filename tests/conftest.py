@@ -7,6 +7,9 @@ import jax
 import pytest
 from hypothesis import settings
 
+# run in a subprocess with 8 simulated devices by tests/test_sharding.py, never imported here
+collect_ignore = ["sharded_checks.py"]
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 # JAX's persistent compilation cache, shared by repeated runs and by the pytest-xdist workers.
