@@ -21,8 +21,11 @@ same kernel.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
@@ -33,9 +36,10 @@ from gkl_jax._src.numerics import (
     align_ranks,
     as_float_arrays,
     compute_dtype,
-    phi_diff,
-    phi_log_ratio,
+    phi_expm1,
+    ratio_parts,
     sum_last,
+    two_diff,
 )
 
 __all__ = ["diag_kl_terms", "kl_diag", "kl_diag_standard"]
@@ -50,16 +54,65 @@ def diag_kl_terms(
 
     ``spread_*`` are log-variances, variances or standard deviations according to ``param``.
     This is the one kernel behind :func:`kl_diag`, :func:`kl_diag_standard` and :func:`kl`.
+    Its derivative is a custom JVP that reuses the forward's exponentials: value and gradient
+    with respect to all four inputs come out of one elementwise pass (see :func:`_terms`).
     """
-    mean_p, spread_p, mean_q, spread_q = align_ranks(mean_p, spread_p, mean_q, spread_q)
-    diff = mean_p - mean_q
+    return _terms(*align_ranks(mean_p, spread_p, mean_q, spread_q), param)
+
+
+def _parts(mp, sp, mq, sq, param):
+    """The terms and their partial derivatives ``(d/d mean_p, d/d spread_p, d/d spread_q)``
+    (``d/d mean_q = -d/d mean_p``), sharing every exponential, log and ratio.
+
+    log_var: ``0.5 * (z^2 + phi(lp - lq))`` with ``z = (mp - mq) e^(-lq / 2)`` (scaled before
+    squaring: no overflow of ``e^(-lq)``); ``phi`` of the exactly carried difference (TwoSum).
+    var / std: ``0.5 * (z^2 + phi(d))`` with ``d = log(t)``, ``t = (sp / sq)^k`` (``k`` = 1, 2)
+    and ``log(sp / sq)`` without cancellation (:func:`gkl_jax._src.numerics.log_ratio`).
+    ``phi'(d) = expm1(d)`` comes from the same series or exponential as ``phi(d)``.
+    """
+    diff = mp - mq
     if param == "log_var":
-        z = diff * jnp.exp(-0.5 * spread_q)  # scaled before squaring: no overflow of e^(-lv_q)
-        return 0.5 * (z * z + phi_diff(spread_p, spread_q))
+        s = jnp.exp(-0.5 * sq)
+        z = diff * s
+        d, err = two_diff(sp, sq)
+        ph, em1 = phi_expm1(d, err)
+        zz = z * z
+        return 0.5 * (zz + ph), (z * s, 0.5 * em1, -0.5 * (zz + em1))
+    ph, em1 = ratio_parts(sp, sq, 1 if param == "var" else 2)
     if param == "var":
-        return 0.5 * (diff * diff / spread_q + phi_log_ratio(spread_p, spread_q))
-    z = diff / spread_q
-    return 0.5 * (z * z + phi_log_ratio(spread_p, spread_q, power=2))
+        g_m = diff / sq
+        zz = diff * g_m
+        return 0.5 * (zz + ph), (g_m, 0.5 * em1 / sp, -0.5 * (zz + em1) / sq)
+    z = diff / sq
+    zz = z * z
+    return 0.5 * (zz + ph), (z / sq, em1 / sp, -(zz + em1) / sq)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
+def _terms(mp, sp, mq, sq, param):
+    return _parts(mp, sp, mq, sq, param)[0]
+
+
+def _terms_jvp(param, primals, tangents):
+    """One pass: the terms and ``sum_i (d terms / d x_i) dx_i`` from the same intermediates.
+
+    Symbolic-zero tangents (arguments not differentiated) cost nothing. The rule itself is
+    ordinary JAX code, so forward mode, ``jacfwd`` and Hessians (a JVP of this rule) work.
+    """
+    out, (g_m, g_sp, g_sq) = _parts(*primals, param)
+    dmp, dsp, dmq, dsq = tangents
+    tangent = None
+    for g, dx, sign in ((g_m, dmp, 1), (g_m, dmq, -1), (g_sp, dsp, 1), (g_sq, dsq, 1)):
+        if isinstance(dx, SymbolicZero):
+            continue
+        term = g * dx if sign > 0 else -(g * dx)
+        tangent = term if tangent is None else tangent + term
+    if tangent is None:
+        tangent = jnp.zeros_like(out)
+    return out, jnp.broadcast_to(tangent, out.shape)
+
+
+_terms.defjvp(_terms_jvp, symbolic_zeros=True)
 
 
 def _sum(fn: str, terms: jax.Array, axis: Axis) -> jax.Array:
