@@ -180,7 +180,17 @@ def log_ratio(a: ArrayLike, b: ArrayLike) -> jax.Array:
     num = jnp.where(near, diff, m_a - m_b)
     den = jnp.where(near, a + b, m_a + m_b)
     shift = jnp.where(near, 0, e_a - e_b).astype(diff.dtype)
-    return _two_atanh(num, den) + shift * math.log(2.0)
+    out = _two_atanh(num, den) + shift * math.log(2.0)
+    # zero, infinite, negative or NaN inputs: what log(a) - log(b) gives (+-inf or NaN)
+    ok = (a > 0) & (b > 0) & (a < jnp.inf) & (b < jnp.inf)
+    return jnp.where(ok, out, _log_class(a) - _log_class(b))
+
+
+def _log_class(x: jax.Array) -> jax.Array:
+    """``log(x)`` where it is not finite (-inf at 0, +inf at +inf, NaN below 0), else 0."""
+    return jnp.where(
+        x > 0, jnp.where(x < jnp.inf, 0.0, jnp.inf), jnp.where(x == 0, -jnp.inf, jnp.nan)
+    )
 
 
 @log_ratio.defjvp

@@ -115,13 +115,26 @@ def _terms_jvp(param, primals, tangents):
 _terms.defjvp(_terms_jvp, symbolic_zeros=True)
 
 
-def _sum(fn: str, terms: jax.Array, axis: Axis) -> jax.Array:
-    axes = checks.check_axis(fn, axis, terms.ndim)
+def _reduce(terms: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     if axes == ():
         return terms
     if axes == (terms.ndim - 1,):
         return sum_last(terms)
     return jnp.sum(terms, axis=axes)
+
+
+@functools.partial(jax.jit, static_argnames=("param", "axes"))
+def _kl_kernel(mp, sp, mq, sq, *, param: str, axes: tuple[int, ...]) -> jax.Array:
+    """The compiled kernel of the array API: eager calls run one executable (cached per shape,
+    dtype, ``param`` and ``axes``) instead of dispatching every primitive; under an outer
+    ``jit`` it is inlined."""
+    return _reduce(diag_kl_terms(mp, sp, mq, sq, param), axes)
+
+
+def _kl_reduced(fn: str, args: tuple[jax.Array, ...], param: str, axis: Axis) -> jax.Array:
+    ndim = max(a.ndim for a in args)
+    axes = checks.check_axis(fn, axis, ndim)
+    return _kl_kernel(*args, param=param, axes=None if axes is None else tuple(axes))
 
 
 def _names(param: str) -> tuple[str, str, str, str]:
@@ -188,7 +201,7 @@ def kl_diag(
     checks.check_event_shapes(fn, names, [a.shape for a in args])
     for name, a in zip(names, args, strict=True):
         check_spread_values(fn, name, a, "log_var" if name.startswith("mean") else param)
-    return _sum(fn, diag_kl_terms(*args, param), axis)
+    return _kl_reduced(fn, args, param, axis)
 
 
 def kl_diag_standard(
@@ -233,25 +246,32 @@ def kl_diag_standard(
     checks.check_finite(fn, "mean", mean)
     check_spread_values(fn, names[1], spread, param)
     unit = jnp.zeros((), spread.dtype) if param == "log_var" else jnp.ones((), spread.dtype)
-    return _sum(fn, diag_kl_terms(mean, spread, jnp.zeros((), mean.dtype), unit, param), axis)
+    return _kl_reduced(fn, (mean, spread, jnp.zeros((), mean.dtype), unit), param, axis)
 
 
-def _diag_diag_terms(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
-    """Per-dimension terms of a diagonal pair, ``(*batch, d)``: the exact kernel on the
-    parametrization chosen by ``diag_pair``."""
+def _diag_pair_arrays(p: DiagGaussian, q: DiagGaussian) -> tuple[str, tuple[jax.Array, ...]]:
+    """The arrays of a diagonal pair in the parametrization chosen by ``diag_pair``."""
     names = ("p.mean", "p.spread", "q.mean", "q.spread")
     leaves = (p.mean, p.spread, q.mean, q.spread)
     checks.check_event_shapes("kl", names, [a.shape for a in leaves])
     dtype = compute_dtype("kl", names, leaves)  # cast before any log of a mixed parametrization
     p, q = (jax.tree_util.tree_map(lambda a: a.astype(dtype), d) for d in (p, q))
-    param, arrays = diag_pair(p, q)
-    return diag_kl_terms(*arrays, param)
+    return diag_pair(p, q)
+
+
+def _diag_diag_terms(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
+    """Per-dimension terms of a diagonal pair, ``(*batch, d)``: the exact kernel on the
+    parametrization chosen by ``diag_pair``."""
+    param, arrays = _diag_pair_arrays(p, q)
+    return _kl_kernel(*arrays, param=param, axes=())
 
 
 @register_kl(DiagGaussian, DiagGaussian)
 def _kl_diag_diag(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
-    """Diagonal pair: the sum of its per-dimension terms over the latent axis."""
-    return sum_last(_diag_diag_terms(p, q))
+    """Diagonal pair: the sum of its per-dimension terms over the latent axis (the same compiled
+    kernel as :func:`kl_diag`)."""
+    param, arrays = _diag_pair_arrays(p, q)
+    return _kl_kernel(*arrays, param=param, axes=(max(a.ndim for a in arrays) - 1,))
 
 
 register_kl_terms(_kl_diag_diag)(_diag_diag_terms)
