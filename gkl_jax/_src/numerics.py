@@ -148,7 +148,7 @@ def log1p(x: ArrayLike) -> jax.Array:
 # (float64, k = 17).
 def _two_atanh(num: jax.Array, den: jax.Array) -> jax.Array:
     """``2 atanh(num / den)`` for ``|num / den| < 1/3``: one division and a polynomial."""
-    s = num / den
+    s = num * (1.0 / den)  # a division with one user: XLA fuses it into the caller's loop
     y = s * s
     k_max = 17 if jnp.dtype(s.dtype).itemsize >= 8 else 8
     coeffs = [1.0 / (2 * k + 1) for k in range(k_max + 1)]
