@@ -79,13 +79,14 @@ def _parts(mp, sp, mq, sq, param):
         zz = z * z
         return 0.5 * (zz + ph), (z * s, 0.5 * em1, -0.5 * (zz + em1))
     ph, em1 = ratio_parts(sp, sq, 1 if param == "var" else 2)
+    inv_p, inv_q = 1.0 / sp, 1.0 / sq  # one division each, shared by value and gradients
     if param == "var":
-        g_m = diff / sq
+        g_m = diff * inv_q
         zz = diff * g_m
-        return 0.5 * (zz + ph), (g_m, 0.5 * em1 / sp, -0.5 * (zz + em1) / sq)
-    z = diff / sq
+        return 0.5 * (zz + ph), (g_m, 0.5 * em1 * inv_p, -0.5 * (zz + em1) * inv_q)
+    z = diff * inv_q
     zz = z * z
-    return 0.5 * (zz + ph), (z / sq, em1 / sp, -(zz + em1) / sq)
+    return 0.5 * (zz + ph), (z * inv_q, em1 * inv_p, -(zz + em1) * inv_q)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
