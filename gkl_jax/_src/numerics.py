@@ -304,6 +304,9 @@ def compute_dtype(fn: str, names: Sequence[str], args: Sequence[ArrayLike]) -> j
     Raises:
       TypeError: an argument is not a floating-point array (integers, bools, complex), naming it.
     """
+    fast = _fast_dtype(args)
+    if fast is not None:
+        return fast
     dtypes = []
     for name, arg in zip(names, args, strict=True):
         try:
@@ -327,7 +330,23 @@ def as_float_arrays(
 ) -> tuple[jax.Array, ...]:
     """Converts ``args`` to arrays of their :func:`compute_dtype` (TypeError names a bad one)."""
     dtype = compute_dtype(fn, names, args)
-    return tuple(jnp.asarray(a, dtype=dtype) for a in args)
+    return tuple(a if _is_array_of(a, dtype) else jnp.asarray(a, dtype=dtype) for a in args)
+
+
+_FAST_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
+
+
+def _is_array_of(a: ArrayLike, dtype: jnp.dtype) -> bool:
+    return isinstance(a, jax.Array) and a.dtype == dtype and not getattr(a, "weak_type", False)
+
+
+def _fast_dtype(args: Sequence[ArrayLike]) -> jnp.dtype | None:
+    """The common path of eager calls: JAX arrays (or tracers) of one float32/float64 dtype,
+    which is their compute dtype; ``None`` sends everything else through the full promotion."""
+    first = getattr(args[0], "dtype", None) if args else None
+    if first not in _FAST_DTYPES or jax.dtypes.canonicalize_dtype(first) != first:
+        return None
+    return first if all(_is_array_of(a, first) for a in args) else None
 
 
 def align_ranks(*arrays: jax.Array) -> tuple[jax.Array, ...]:
