@@ -129,11 +129,14 @@ def _kl_kernel(mp, sp, mq, sq, *, param: str, axes: tuple[int, ...]) -> jax.Arra
     """The compiled kernel of the array API: eager calls run one executable (cached per shape,
     dtype, ``param`` and ``axes``) instead of dispatching every primitive; under an outer
     ``jit`` it is inlined."""
+    if mq is None:  # KL to N(0, I): the constants are made inside the compiled kernel
+        mq = jnp.zeros((), mp.dtype)
+        sq = jnp.zeros((), sp.dtype) if param == "log_var" else jnp.ones((), sp.dtype)
     return _reduce(diag_kl_terms(mp, sp, mq, sq, param), axes)
 
 
-def _kl_reduced(fn: str, args: tuple[jax.Array, ...], param: str, axis: Axis) -> jax.Array:
-    ndim = max(a.ndim for a in args)
+def _kl_reduced(fn: str, args: tuple[jax.Array | None, ...], param: str, axis: Axis) -> jax.Array:
+    ndim = max(a.ndim for a in args if a is not None)
     axes = checks.check_axis(fn, axis, ndim)
     return _kl_kernel(*args, param=param, axes=None if axes is None else tuple(axes))
 
@@ -246,8 +249,7 @@ def kl_diag_standard(
     checks.check_event_shapes(fn, names, (mean.shape, spread.shape))
     checks.check_finite(fn, "mean", mean)
     check_spread_values(fn, names[1], spread, param)
-    unit = jnp.zeros((), spread.dtype) if param == "log_var" else jnp.ones((), spread.dtype)
-    return _kl_reduced(fn, (mean, spread, jnp.zeros((), mean.dtype), unit), param, axis)
+    return _kl_reduced(fn, (mean, spread, None, None), param, axis)
 
 
 def _diag_pair_arrays(p: DiagGaussian, q: DiagGaussian) -> tuple[str, tuple[jax.Array, ...]]:
