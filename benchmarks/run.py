@@ -178,7 +178,8 @@ def _knn(quick: bool) -> str:
             "",
             f"value {float(est.value):.4f} +- {float(est.stderr):.4f} (exact {exact:.4f}); "
             f"best of the timed calls {best:.3f} s after a first call of {compile_s:.1f} s. "
-            "universal-divergence side by side: `python benchmarks/bench_knn.py --out benchmarks/results/knn.md`.",
+            "universal-divergence side by side: "
+            "`python benchmarks/bench_knn.py --out benchmarks/results/knn.md`.",
         ]
     )
 
