@@ -29,8 +29,11 @@ __all__ = [
     "log_ratio",
     "phi",
     "phi_diff",
+    "phi_expm1",
     "phi_log_ratio",
+    "ratio_parts",
     "sum_last",
+    "two_diff",
 ]
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -138,16 +141,34 @@ def log1p(x: ArrayLike) -> jax.Array:
     return jnp.where(bad, 2.0 * jnp.arctanh(x_bad / (2.0 + x_bad)), jnp.log1p(x))
 
 
+# log(a / b) = 2 atanh(s) = 2 s sum_{k>=0} s^(2k) / (2k + 1) with s = (a - b) / (a + b).
+# Near pairs (b / 2 <= a <= 3 b / 2, -1/3 <= s <= 1/5) use s itself; others the mantissas,
+# m_a / m_b in (1/2, 2), |s| < 1/3, plus (e_a - e_b) log 2. The series is cut where the first
+# dropped term, relative to the sum, is below 2^-25 (float32: 9^-k / (2k + 1), k = 8) or 2^-54
+# (float64, k = 17).
+def _two_atanh(num: jax.Array, den: jax.Array) -> jax.Array:
+    """``2 atanh(num / den)`` for ``|num / den| < 1/3``: one division and a polynomial."""
+    s = num * (1.0 / den)  # a division with one user: XLA fuses it into the caller's loop
+    y = s * s
+    k_max = 17 if jnp.dtype(s.dtype).itemsize >= 8 else 8
+    coeffs = [1.0 / (2 * k + 1) for k in range(k_max + 1)]
+    acc = jnp.full_like(s, coeffs[-1])
+    for c in reversed(coeffs[:-1]):
+        acc = acc * y + c
+    return 2.0 * s * acc
+
+
 @jax.custom_jvp
 def log_ratio(a: ArrayLike, b: ArrayLike) -> jax.Array:
     """``log(a / b)`` for positive ``a, b``, keeping full relative precision when ``a ~ b``.
 
     When ``b / 2 <= a <= 3 b / 2`` the difference ``a - b`` is exact (Sterbenz) and the result is
-    ``log1p((a - b) / b)``; otherwise the ratio is split into mantissas and exponents
+    ``2 atanh((a - b) / (a + b))``; otherwise the ratio is split into mantissas and exponents
     (``a = m_a 2^e_a``) so that it neither overflows nor underflows, and the result is
-    ``log(m_a / m_b) + (e_a - e_b) log 2``. One ``log1p`` per element: :func:`log1p`, <= 2 ulp
-    on its argument range ``[-0.5, 1]`` in float64 too (where XLA's CPU ``log1p`` is not).
-    The derivative is ``(da / a) - (db / b)``.
+    ``2 atanh((m_a - m_b) / (m_a + m_b)) + (e_a - e_b) log 2`` (``m_a - m_b`` is exact too).
+    ``2 atanh`` is an odd polynomial for arguments below 1/3: one division, no transcendental
+    call (XLA's float32 ``log1p`` costs as much as the rest of the diagonal KL together), a few
+    ulp in float32 and float64. The derivative is ``(da / a) - (db / b)``.
 
     Non-positive inputs give NaN or -inf, as ``log`` would; the checked mode reports them.
     """
@@ -156,9 +177,20 @@ def log_ratio(a: ArrayLike, b: ArrayLike) -> jax.Array:
     near = jnp.abs(diff) <= 0.5 * b
     m_a, e_a = jnp.frexp(a)
     m_b, e_b = jnp.frexp(b)
-    arg = jnp.where(near, diff / b, m_a / m_b - 1)
-    shift = jnp.where(near, 0, e_a - e_b).astype(arg.dtype)
-    return log1p(arg) + shift * math.log(2.0)
+    num = jnp.where(near, diff, m_a - m_b)
+    den = jnp.where(near, a + b, m_a + m_b)
+    shift = jnp.where(near, 0, e_a - e_b).astype(diff.dtype)
+    out = _two_atanh(num, den) + shift * math.log(2.0)
+    # zero, infinite, negative or NaN inputs: what log(a) - log(b) gives (+-inf or NaN)
+    ok = (a > 0) & (b > 0) & (a < jnp.inf) & (b < jnp.inf)
+    return jnp.where(ok, out, _log_class(a) - _log_class(b))
+
+
+def _log_class(x: jax.Array) -> jax.Array:
+    """``log(x)`` where it is not finite (-inf at 0, +inf at +inf, NaN below 0), else 0."""
+    return jnp.where(
+        x > 0, jnp.where(x < jnp.inf, 0.0, jnp.inf), jnp.where(x == 0, -jnp.inf, jnp.nan)
+    )
 
 
 @log_ratio.defjvp
@@ -177,16 +209,46 @@ def phi_diff(a: ArrayLike, b: ArrayLike) -> jax.Array:
     carried to first order: ``phi(d + err) = phi(d) + err * expm1(d)``. The derivative is
     ``expm1(a - b) * (da - db)``.
     """
-    a, b = jnp.asarray(a), jnp.asarray(b)
-    d = a - b
-    b_virtual = d - a
-    err = (a - (d - b_virtual)) - (b + b_virtual)
+    d, err = two_diff(jnp.asarray(a), jnp.asarray(b))
+    return phi_expm1(d, err)[0]
+
+
+def phi_expm1(
+    d: jax.Array, err: jax.Array | None = None, t: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """``(phi(d + err), expm1(d))`` from one exponential: a value and its derivative in one pass.
+
+    The building block of the fused KL kernels, whose custom JVPs reuse the forward's
+    ``expm1`` as the derivative of ``phi``. For ``|d| < 1`` both come from the Taylor series of
+    :func:`phi` (``expm1(d) = phi(d) + d`` loses at most one bit there); elsewhere from
+    ``e = exp(d)``, or from ``t`` when the caller already holds ``e^d`` formed directly (a ratio
+    of variances, whose exponential of a rounded log would be less accurate). ``err`` is the
+    rounding error of ``d`` as a difference (TwoSum, see :func:`two_diff`), carried to first
+    order; it is not used with ``t``.
+    """
     small = jnp.abs(d) < _SERIES_SWITCH
     d_small = jnp.where(small, d, jnp.zeros_like(d))
-    e = jnp.exp(d)
-    # One select, so that the whole expression fuses into a single loop on every backend.
-    # e^(d + err) = e * (1 + err) to first order; written so that an overflowing e gives +inf
-    return jnp.where(small, _phi_series(d_small) + d_small * err, e * (1 + err) - ((1 + d) + err))
+    series = _phi_series(d_small)
+    if t is None:
+        e = jnp.exp(d)
+        if err is None:
+            large = jnp.where(d < jnp.inf, (e - 1) - d, d)
+        else:
+            series = series + d_small * err
+            # e^(d + err) = e * (1 + err) to first order; an overflowing e gives +inf
+            large = e * (1 + err) - ((1 + d) + err)
+    else:
+        e = t
+        large = (t - 1) - d
+    # One select per output, so that everything fuses into a single loop on every backend.
+    return jnp.where(small, series, large), jnp.where(small, series + d_small, e - 1)
+
+
+def two_diff(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``d = fl(a - b)`` and its rounding error ``err`` (Knuth's TwoSum): ``a - b = d + err``."""
+    d = a - b
+    b_virtual = d - a
+    return d, (a - (d - b_virtual)) - (b + b_virtual)
 
 
 @phi_diff.defjvp
@@ -205,11 +267,14 @@ def phi_log_ratio(a: ArrayLike, b: ArrayLike, power: int = 1) -> jax.Array:
     (``power=2``) form of the diagonal KL's log-determinant term.
     """
     a, b = jnp.asarray(a), jnp.asarray(b)
-    d = power * log_ratio(a, b)
-    small = jnp.abs(d) < _SERIES_SWITCH
+    return ratio_parts(a, b, power)[0]
+
+
+def ratio_parts(a: jax.Array, b: jax.Array, power: int) -> tuple[jax.Array, jax.Array]:
+    """``(phi(d), expm1(d))`` for ``d = power * log(a / b)``: :func:`phi_log_ratio` and its
+    derivative with respect to ``d`` from the same intermediates (no exponential at all)."""
     ratio = a / b
-    t = ratio if power == 1 else ratio**power
-    return jnp.where(small, _phi(jnp.where(small, d, jnp.zeros_like(d))), (t - 1) - d)
+    return phi_expm1(power * log_ratio(a, b), t=ratio if power == 1 else ratio * ratio)
 
 
 def sum_last(x: jax.Array) -> jax.Array:
@@ -239,6 +304,9 @@ def compute_dtype(fn: str, names: Sequence[str], args: Sequence[ArrayLike]) -> j
     Raises:
       TypeError: an argument is not a floating-point array (integers, bools, complex), naming it.
     """
+    fast = _fast_dtype(args)
+    if fast is not None:
+        return fast
     dtypes = []
     for name, arg in zip(names, args, strict=True):
         try:
@@ -262,7 +330,23 @@ def as_float_arrays(
 ) -> tuple[jax.Array, ...]:
     """Converts ``args`` to arrays of their :func:`compute_dtype` (TypeError names a bad one)."""
     dtype = compute_dtype(fn, names, args)
-    return tuple(jnp.asarray(a, dtype=dtype) for a in args)
+    return tuple(a if _is_array_of(a, dtype) else jnp.asarray(a, dtype=dtype) for a in args)
+
+
+_FAST_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
+
+
+def _is_array_of(a: ArrayLike, dtype: jnp.dtype) -> bool:
+    return isinstance(a, jax.Array) and a.dtype == dtype and not getattr(a, "weak_type", False)
+
+
+def _fast_dtype(args: Sequence[ArrayLike]) -> jnp.dtype | None:
+    """The common path of eager calls: JAX arrays (or tracers) of one float32/float64 dtype,
+    which is their compute dtype; ``None`` sends everything else through the full promotion."""
+    first = getattr(args[0], "dtype", None) if args else None
+    if first not in _FAST_DTYPES or jax.dtypes.canonicalize_dtype(first) != first:
+        return None
+    return first if all(_is_array_of(a, first) for a in args) else None
 
 
 def align_ranks(*arrays: jax.Array) -> tuple[jax.Array, ...]:

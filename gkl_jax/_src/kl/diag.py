@@ -21,8 +21,11 @@ same kernel.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
@@ -33,9 +36,10 @@ from gkl_jax._src.numerics import (
     align_ranks,
     as_float_arrays,
     compute_dtype,
-    phi_diff,
-    phi_log_ratio,
+    phi_expm1,
+    ratio_parts,
     sum_last,
+    two_diff,
 )
 
 __all__ = ["diag_kl_terms", "kl_diag", "kl_diag_standard"]
@@ -50,25 +54,91 @@ def diag_kl_terms(
 
     ``spread_*`` are log-variances, variances or standard deviations according to ``param``.
     This is the one kernel behind :func:`kl_diag`, :func:`kl_diag_standard` and :func:`kl`.
+    Its derivative is a custom JVP that reuses the forward's exponentials: value and gradient
+    with respect to all four inputs come out of one elementwise pass (see :func:`_terms`).
     """
-    mean_p, spread_p, mean_q, spread_q = align_ranks(mean_p, spread_p, mean_q, spread_q)
-    diff = mean_p - mean_q
+    return _terms(*align_ranks(mean_p, spread_p, mean_q, spread_q), param)
+
+
+def _parts(mp, sp, mq, sq, param):
+    """The terms and their partial derivatives ``(d/d mean_p, d/d spread_p, d/d spread_q)``
+    (``d/d mean_q = -d/d mean_p``), sharing every exponential, log and ratio.
+
+    log_var: ``0.5 * (z^2 + phi(lp - lq))`` with ``z = (mp - mq) e^(-lq / 2)`` (scaled before
+    squaring: no overflow of ``e^(-lq)``); ``phi`` of the exactly carried difference (TwoSum).
+    var / std: ``0.5 * (z^2 + phi(d))`` with ``d = log(t)``, ``t = (sp / sq)^k`` (``k`` = 1, 2)
+    and ``log(sp / sq)`` without cancellation (:func:`gkl_jax._src.numerics.log_ratio`).
+    ``phi'(d) = expm1(d)`` comes from the same series or exponential as ``phi(d)``.
+    """
+    diff = mp - mq
     if param == "log_var":
-        z = diff * jnp.exp(-0.5 * spread_q)  # scaled before squaring: no overflow of e^(-lv_q)
-        return 0.5 * (z * z + phi_diff(spread_p, spread_q))
+        s = jnp.exp(-0.5 * sq)
+        z = diff * s
+        d, err = two_diff(sp, sq)
+        ph, em1 = phi_expm1(d, err)
+        zz = z * z
+        return 0.5 * (zz + ph), (z * s, 0.5 * em1, -0.5 * (zz + em1))
+    ph, em1 = ratio_parts(sp, sq, 1 if param == "var" else 2)
+    inv_p, inv_q = 1.0 / sp, 1.0 / sq  # one division each, shared by value and gradients
     if param == "var":
-        return 0.5 * (diff * diff / spread_q + phi_log_ratio(spread_p, spread_q))
-    z = diff / spread_q
-    return 0.5 * (z * z + phi_log_ratio(spread_p, spread_q, power=2))
+        g_m = diff * inv_q
+        zz = diff * g_m
+        return 0.5 * (zz + ph), (g_m, 0.5 * em1 * inv_p, -0.5 * (zz + em1) * inv_q)
+    z = diff * inv_q
+    zz = z * z
+    return 0.5 * (zz + ph), (z * inv_q, em1 * inv_p, -(zz + em1) * inv_q)
 
 
-def _sum(fn: str, terms: jax.Array, axis: Axis) -> jax.Array:
-    axes = checks.check_axis(fn, axis, terms.ndim)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
+def _terms(mp, sp, mq, sq, param):
+    return _parts(mp, sp, mq, sq, param)[0]
+
+
+def _terms_jvp(param, primals, tangents):
+    """One pass: the terms and ``sum_i (d terms / d x_i) dx_i`` from the same intermediates.
+
+    Symbolic-zero tangents (arguments not differentiated) cost nothing. The rule itself is
+    ordinary JAX code, so forward mode, ``jacfwd`` and Hessians (a JVP of this rule) work.
+    """
+    out, (g_m, g_sp, g_sq) = _parts(*primals, param)
+    dmp, dsp, dmq, dsq = tangents
+    tangent = None
+    for g, dx, sign in ((g_m, dmp, 1), (g_m, dmq, -1), (g_sp, dsp, 1), (g_sq, dsq, 1)):
+        if isinstance(dx, SymbolicZero):
+            continue
+        term = g * dx if sign > 0 else -(g * dx)
+        tangent = term if tangent is None else tangent + term
+    if tangent is None:
+        tangent = jnp.zeros_like(out)
+    return out, jnp.broadcast_to(tangent, out.shape)
+
+
+_terms.defjvp(_terms_jvp, symbolic_zeros=True)
+
+
+def _reduce(terms: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     if axes == ():
         return terms
     if axes == (terms.ndim - 1,):
         return sum_last(terms)
     return jnp.sum(terms, axis=axes)
+
+
+@functools.partial(jax.jit, static_argnames=("param", "axes"))
+def _kl_kernel(mp, sp, mq, sq, *, param: str, axes: tuple[int, ...]) -> jax.Array:
+    """The compiled kernel of the array API: eager calls run one executable (cached per shape,
+    dtype, ``param`` and ``axes``) instead of dispatching every primitive; under an outer
+    ``jit`` it is inlined."""
+    if mq is None:  # KL to N(0, I): the constants are made inside the compiled kernel
+        mq = jnp.zeros((), mp.dtype)
+        sq = jnp.zeros((), sp.dtype) if param == "log_var" else jnp.ones((), sp.dtype)
+    return _reduce(diag_kl_terms(mp, sp, mq, sq, param), axes)
+
+
+def _kl_reduced(fn: str, args: tuple[jax.Array | None, ...], param: str, axis: Axis) -> jax.Array:
+    ndim = max(a.ndim for a in args if a is not None)
+    axes = checks.check_axis(fn, axis, ndim)
+    return _kl_kernel(*args, param=param, axes=None if axes is None else tuple(axes))
 
 
 def _names(param: str) -> tuple[str, str, str, str]:
@@ -135,7 +205,7 @@ def kl_diag(
     checks.check_event_shapes(fn, names, [a.shape for a in args])
     for name, a in zip(names, args, strict=True):
         check_spread_values(fn, name, a, "log_var" if name.startswith("mean") else param)
-    return _sum(fn, diag_kl_terms(*args, param), axis)
+    return _kl_reduced(fn, args, param, axis)
 
 
 def kl_diag_standard(
@@ -179,26 +249,32 @@ def kl_diag_standard(
     checks.check_event_shapes(fn, names, (mean.shape, spread.shape))
     checks.check_finite(fn, "mean", mean)
     check_spread_values(fn, names[1], spread, param)
-    unit = jnp.zeros((), spread.dtype) if param == "log_var" else jnp.ones((), spread.dtype)
-    return _sum(fn, diag_kl_terms(mean, spread, jnp.zeros((), mean.dtype), unit, param), axis)
+    return _kl_reduced(fn, (mean, spread, None, None), param, axis)
 
 
-def _diag_diag_terms(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
-    """Per-dimension terms of a diagonal pair, ``(*batch, d)``: the exact kernel on the
-    parametrization chosen by ``diag_pair``."""
+def _diag_pair_arrays(p: DiagGaussian, q: DiagGaussian) -> tuple[str, tuple[jax.Array, ...]]:
+    """The arrays of a diagonal pair in the parametrization chosen by ``diag_pair``."""
     names = ("p.mean", "p.spread", "q.mean", "q.spread")
     leaves = (p.mean, p.spread, q.mean, q.spread)
     checks.check_event_shapes("kl", names, [a.shape for a in leaves])
     dtype = compute_dtype("kl", names, leaves)  # cast before any log of a mixed parametrization
     p, q = (jax.tree_util.tree_map(lambda a: a.astype(dtype), d) for d in (p, q))
-    param, arrays = diag_pair(p, q)
-    return diag_kl_terms(*arrays, param)
+    return diag_pair(p, q)
+
+
+def _diag_diag_terms(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
+    """Per-dimension terms of a diagonal pair, ``(*batch, d)``: the exact kernel on the
+    parametrization chosen by ``diag_pair``."""
+    param, arrays = _diag_pair_arrays(p, q)
+    return _kl_kernel(*arrays, param=param, axes=())
 
 
 @register_kl(DiagGaussian, DiagGaussian)
 def _kl_diag_diag(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
-    """Diagonal pair: the sum of its per-dimension terms over the latent axis."""
-    return sum_last(_diag_diag_terms(p, q))
+    """Diagonal pair: the sum of its per-dimension terms over the latent axis (the same compiled
+    kernel as :func:`kl_diag`)."""
+    param, arrays = _diag_pair_arrays(p, q)
+    return _kl_kernel(*arrays, param=param, axes=(max(a.ndim for a in arrays) - 1,))
 
 
 register_kl_terms(_kl_diag_diag)(_diag_diag_terms)

@@ -1,0 +1,248 @@
+"""Every gkl_jax benchmark in one command, side by side with the hand-written formulas and peers.
+
+Run:  python -m benchmarks [--quick] [--only NAME ...] [--out-dir benchmarks/results]
+      (or python benchmarks/run.py ...)
+
+Each benchmark is a *section*: a name and a function ``run(quick: bool) -> str`` returning
+markdown. The built-in sections are registered below; a module ``benchmarks/<name>.py`` that
+defines ``run(quick)`` plugs in under its own name (``PLUGINS`` lists the ones expected: coverage,
+knn, mc_speed, memory) and replaces a built-in of the same name; a plug-in that is not there is
+skipped with a note. Every section writes ``<out-dir>/<name>.md``; ``<out-dir>/summary.md``
+holds them all, under one description of the machine (CPU, cores, load, versions).
+
+``--quick`` runs every section on tiny sizes with few rounds (under a minute): a smoke test that
+the benchmarks still run (``tests/test_benchmarks.py``), not a measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pathlib
+import sys
+import time
+import traceback
+from collections.abc import Callable
+
+if __package__ in (None, ""):  # python benchmarks/run.py: import this checkout's gkl_jax
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    __package__ = "benchmarks"
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gkl_jax
+from benchmarks import _timing
+from benchmarks import diag as diag_bench
+
+HERE = pathlib.Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # the older scripts import their siblings by plain name
+    sys.path.append(str(HERE))
+
+Section = Callable[[bool], str]
+SECTIONS: dict[str, Section] = {}
+PLUGINS = ("coverage", "knn", "mc_speed", "memory")
+
+
+def section(name: str) -> Callable[[Section], Section]:
+    """Registers a built-in section under ``name`` (order of registration = order of the run)."""
+
+    def register(fn: Section) -> Section:
+        SECTIONS[name] = fn
+        return fn
+
+    return register
+
+
+@section("diag_small")
+def _diag_small(quick: bool) -> str:
+    return diag_bench.speed(128, 8, rounds=3 if quick else 15, calls=20 if quick else 300)
+
+
+@section("diag_large")
+def _diag_large(quick: bool) -> str:
+    if quick:  # the peers ran in diag_small already
+        return diag_bench.speed(256, 64, rounds=2, calls=2, peers=False)
+    return diag_bench.speed(4096, 512, rounds=11, calls=5)
+
+
+@section("diag_structure")
+def _diag_structure(quick: bool) -> str:
+    return diag_bench.structure(*((64, 8) if quick else (4096, 512)))
+
+
+@section("eager")
+def _eager(quick: bool) -> str:
+    rows, dim = (128, 8) if quick else (1024, 64)
+    return diag_bench.eager(rows, dim, rounds=3 if quick else 9, calls=5 if quick else 100)
+
+
+@section("vae_step")
+def _vae_step(quick: bool) -> str:
+    try:
+        import optax
+        from flax import nnx
+
+        from gkl_jax.nnx import VAE
+    except ImportError as exc:
+        return f"(skipped: {exc})"
+    import vae_step  # benchmarks/vae_step.py: the step and the hand-written term
+
+    batch, latent = 128, 8
+    x = jnp.asarray((np.random.default_rng(0).random((batch, 64)) < 0.3).astype(np.float32))
+    cases = {}
+    for name, term in (
+        ("hand-written KL", vae_step.hand_kl),
+        ("gkl_jax.kl_diag_standard", gkl_jax.kl_diag_standard),
+    ):
+        model = VAE(64, latent, hidden=(256,), rngs=nnx.Rngs(params=0))
+        opt = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+        cases[name] = (vae_step.make_step(term), (model, opt, x, jax.random.key(0)))
+    rounds, calls = (3, 5) if quick else (15, 200)
+    t = _timing.interleaved(cases, rounds=rounds, calls=calls)
+    base = t["hand-written KL"].median
+    lines = [
+        f"### Flax NNX VAE train step (64 -> 256 -> latent {latent}, batch {batch}, Adam, jit)",
+        "",
+        f"us per step: median [min-max] of {rounds} interleaved rounds of {calls} steps.",
+        "",
+        "| KL term in the loss | us / step | ratio |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {n} | {v.fmt(1e-6, 1)} | {v.median / base:.3f} |" for n, v in t.items()]
+    return "\n".join(lines)
+
+
+@section("accuracy_diag")
+def _accuracy_diag(quick: bool) -> str:
+    import accuracy_diag
+
+    argv = ["--rows", "8", "--dim", "8"] if quick else []
+    return "### Diagonal KL: accuracy\n\n" + accuracy_diag.main(argv)
+
+
+@section("full")
+def _full(quick: bool) -> str:
+    import bench_full
+
+    if quick:
+        speed = bench_full.speed_section(8, 16, 3, grad_timeout=1)  # no time for a subprocess
+        acc = bench_full.accuracy_section(dims=(8,), deltas=(1e-2, 1e-5), batch=4)
+        low = bench_full.low_rank_section(dim=256, rank=4, repeats=3)
+    else:
+        speed = bench_full.speed_section(256, 128, 15, grad_timeout=60)
+        acc = bench_full.accuracy_section()
+        low = bench_full.low_rank_section()
+    return "\n".join([*speed, "", *acc, "", *low])
+
+
+@section("kl_mc")
+def _kl_mc(quick: bool) -> str:
+    rows, dim, n = (16, 8, 64) if quick else (128, 16, 4096)
+    args = diag_bench.inputs(rows, dim)["log_var"]
+    p, q = gkl_jax.DiagGaussian(args[0], args[1]), gkl_jax.DiagGaussian(args[2], args[3])
+    key = jax.random.key(0)
+    mc = jax.jit(lambda k, p, q: gkl_jax.kl_mc(k, p, q, num_samples=n))
+    exact = jax.jit(gkl_jax.kl)
+    t = _timing.interleaved(
+        {"kl_mc": (mc, (key, p, q)), "kl (exact)": (exact, (p, q))},
+        rounds=3 if quick else 11,
+        calls=2 if quick else 20,
+    )
+    est = mc(key, p, q)
+    err = float(jnp.max(jnp.abs(est.value - exact(p, q)) / est.stderr))
+    return "\n".join(
+        [
+            f"### kl_mc vs the closed form: {rows} diagonal pairs, d = {dim}, {n} draws, jit",
+            "",
+            "| function | ms / call |",
+            "|---|---|",
+            *[f"| {name} | {v.fmt(1e-3, 3)} |" for name, v in t.items()],
+            "",
+            f"max |estimate - exact| / stderr over the {rows} pairs: {err:.2f}.",
+        ]
+    )
+
+
+@section("knn")
+def _knn(quick: bool) -> str:
+    import bench_knn
+
+    n, d = (500, 4) if quick else (20_000, 32)
+    x_p, x_q, exact = bench_knn.samples(n, n, d)
+    est, best, compile_s = bench_knn.time_gkl(x_p, x_q, 1, repeats=2 if quick else 5)
+    return "\n".join(
+        [
+            f"### kNN KL from samples (gkl_jax.kl_from_samples, k = 1), N = M = {n}, D = {d}",
+            "",
+            f"value {float(est.value):.4f} +- {float(est.stderr):.4f} (exact {exact:.4f}); "
+            f"best of the timed calls {best:.3f} s after a first call of {compile_s:.1f} s. "
+            "universal-divergence side by side: "
+            "`python benchmarks/bench_knn.py --out benchmarks/results/knn.md`.",
+        ]
+    )
+
+
+def sections() -> dict[str, Section]:
+    """Built-ins, with every plug-in module that exists replacing or adding its name."""
+    out = dict(SECTIONS)
+    for name in PLUGINS:
+        try:
+            mod = importlib.import_module(f"benchmarks.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"benchmarks.{name}":
+                raise
+            if name not in out:
+                out[name] = _missing(name)
+            continue
+        if hasattr(mod, "run"):
+            out[name] = mod.run
+    return out
+
+
+def _missing(name: str) -> Section:
+    return lambda quick: f"(skipped: benchmarks/{name}.py is not in this checkout)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, few rounds (smoke test)")
+    ap.add_argument("--only", nargs="*", default=None, help="section names to run")
+    ap.add_argument("--out-dir", type=pathlib.Path, default=HERE / "results")
+    args = ap.parse_args(argv)
+
+    todo = sections()
+    if args.only:
+        unknown = set(args.only) - set(todo)
+        if unknown:
+            ap.error(f"unknown sections {sorted(unknown)}; known: {sorted(todo)}")
+        todo = {k: v for k, v in todo.items() if k in args.only}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    machine = _timing.machine()
+    command = "python -m benchmarks" + (" --quick" if args.quick else "")
+    header = f"Machine: {machine}. Command: `{command}`."
+    parts, failed = [f"# gkl_jax benchmarks\n\n{header}\n"], []
+    t_all = time.perf_counter()
+    for name, fn in todo.items():
+        t0 = time.perf_counter()
+        print(f"== {name}", flush=True)
+        try:
+            text = fn(args.quick)
+        except Exception:  # one broken section must not hide the others
+            failed.append(name)
+            text = "FAILED:\n\n```\n" + traceback.format_exc() + "```"
+        text = text.rstrip() + f"\n\n({name}: {time.perf_counter() - t0:.1f} s)\n"
+        print(text, flush=True)
+        (args.out_dir / f"{name}.md").write_text(f"{header}\n\n{text}")
+        parts.append(f"## {name}\n\n{text}")
+    parts.append(f"Total: {time.perf_counter() - t_all:.0f} s.\n")
+    (args.out_dir / "summary.md").write_text("\n".join(parts))
+    if failed:
+        print(f"failed sections: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

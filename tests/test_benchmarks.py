@@ -1,0 +1,66 @@
+"""``python -m benchmarks --quick`` runs every benchmark section on tiny sizes (a smoke test: the
+benchmarks must keep running as the library changes; it times nothing and asserts no speed)."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    cache = os.environ.get("GKL_JAX_TEST_CACHE") or str(ROOT / ".jax_cache")
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        JAX_PLATFORMS="cpu",
+        JAX_COMPILATION_CACHE_DIR=cache,  # the tests' persistent cache: repeated runs are fast
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out-dir", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return res, out
+
+
+def test_quick_run_succeeds_and_writes_every_section(quick_run):
+    from benchmarks.run import sections
+
+    res, out = quick_run
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    written = {p.stem for p in out.glob("*.md")}
+    assert set(sections()) | {"summary"} <= written
+    summary = (out / "summary.md").read_text()
+    assert "Machine:" in summary and "FAILED" not in summary
+    for name in ("diag_small", "diag_large", "vae_step", "full", "accuracy_diag", "kl_mc", "knn"):
+        assert f"## {name}" in summary
+
+
+def test_missing_plugins_are_skipped_and_present_ones_registered(tmp_path, monkeypatch):
+    from benchmarks import run
+
+    monkeypatch.setattr(run, "PLUGINS", ("no_such_benchmark",))
+    found = run.sections()
+    assert "skipped" in found["no_such_benchmark"](True)
+    assert list(found)[: len(run.SECTIONS)] == list(run.SECTIONS)
+
+
+def test_unknown_section_is_an_error():
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode != 0 and "unknown sections" in res.stderr
