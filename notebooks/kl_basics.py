@@ -180,8 +180,9 @@ print("kl_div-style formula on samples:", float(jnp.sum(x2 * (jnp.log(x2) - x1))
 # Verdu (2009), `gkl_jax.kl_from_samples(x_p, x_q)` (by default a weighted ensemble over
 # neighbour ranks that cancels most of its bias, Moon & Hero 2014). It needs no density, but at
 # a finite sample size it is still **biased**, more so in more dimensions; it returns a
-# `BiasedEstimate`, whose error bar (a jackknife) measures the sampling noise only, not the bias. Below, 40 repetitions per sample size, for
-# the 8-dimensional pair of input 0 and for its first two dimensions alone.
+# `BiasedEstimate`, whose error bar (a jackknife) measures the sampling noise only, not the
+# bias. Below, 40 repetitions per sample size, for the 8-dimensional pair of input 0 and for its
+# first two dimensions alone.
 
 # %%
 knn = jax.jit(lambda a, b: gkl_jax.kl_from_samples(a, b).value)

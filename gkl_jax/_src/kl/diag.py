@@ -116,7 +116,7 @@ def _terms_jvp(param, primals, tangents):
 _terms.defjvp(_terms_jvp, symbolic_zeros=True)
 
 
-def _reduce(terms: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+def _reduce(terms: jax.Array, axes: tuple[int, ...] | None) -> jax.Array:
     if axes == ():
         return terms
     if axes == (terms.ndim - 1,):
@@ -125,7 +125,7 @@ def _reduce(terms: jax.Array, axes: tuple[int, ...]) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("param", "axes"))
-def _kl_kernel(mp, sp, mq, sq, *, param: str, axes: tuple[int, ...]) -> jax.Array:
+def _kl_kernel(mp, sp, mq, sq, *, param: str, axes: tuple[int, ...] | None) -> jax.Array:
     """The compiled kernel of the array API: eager calls run one executable (cached per shape,
     dtype, ``param`` and ``axes``) instead of dispatching every primitive; under an outer
     ``jit`` it is inlined."""
