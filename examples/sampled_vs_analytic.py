@@ -117,7 +117,7 @@ def main() -> None:
          f"Monte Carlo, D={args.dim}, nearly identical (1e-2)", "num_samples", True),
         (SAMPLE_SIZES, sample_curves(s_p, s_q, key), float(kl(s_p, s_q)),
          f"From samples only, D={args.sample_dim}\n(kNN is biased at finite N, the ensemble "
-         "less; bands: noise only, not bias)", "N = M samples", False),
+         "less;\nbands: noise only, not bias)", "N = M samples", False),
     ]  # fmt: skip
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, panel in zip(axes, panels, strict=True):
@@ -125,7 +125,7 @@ def main() -> None:
     fig.suptitle("Sampled KL estimators vs the closed form (bands: +-2 standard errors)")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    fig.savefig(args.out, dpi=90)
+    fig.savefig(args.out, dpi=90, bbox_inches="tight")
     for _, curves, exact, title, _, _ in panels:
         print(title.replace("\n", " "), f"(exact {exact:.5g})")
         for name, (vals, errs) in curves.items():
