@@ -5,20 +5,27 @@ Run:  python -m benchmarks [--quick] [--only NAME ...] [--out-dir benchmarks/res
 
 Each benchmark is a *section*: a name and a function ``run(quick: bool) -> str`` returning
 markdown. The built-in sections are registered below; a module ``benchmarks/<name>.py`` that
-defines ``run(quick)`` plugs in under its own name (``PLUGINS`` lists the ones expected: coverage,
-knn, mc_speed, memory) and replaces a built-in of the same name; a plug-in that is not there is
-skipped with a note. Every section writes ``<out-dir>/<name>.md``; ``<out-dir>/summary.md``
-holds them all, under one description of the machine (CPU, cores, load, versions).
+defines ``run(quick)`` plugs in under its own name (``PLUGINS`` lists the ones expected) and
+replaces a built-in of the same name; a plug-in that is not there is skipped with a note. A
+plug-in that is a stand-alone script (``main()`` with ``--out FILE``: coverage, knn, mc_speed,
+memory, accuracy_structured, sharding) runs in its own process and writes its own
+``<out-dir>/<name>.md``. Every other section writes ``<out-dir>/<name>.md``;
+``<out-dir>/summary.md`` holds them all, under one description of the machine (CPU, cores, load,
+versions).
 
 ``--quick`` runs every section on tiny sizes with few rounds (under a minute): a smoke test that
-the benchmarks still run (``tests/test_benchmarks.py``), not a measurement.
+the benchmarks still run (``tests/test_benchmarks.py``), not a measurement. The stand-alone
+scripts measure over many seeds or in several processes (minutes each) and run only without
+``--quick``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pathlib
+import subprocess
 import sys
 import time
 import traceback
@@ -42,7 +49,7 @@ if str(HERE) not in sys.path:  # the older scripts import their siblings by plai
 
 Section = Callable[[bool], str]
 SECTIONS: dict[str, Section] = {}
-PLUGINS = ("coverage", "knn", "mc_speed", "memory")
+PLUGINS = ("coverage", "knn", "mc_speed", "memory", "accuracy_structured", "sharding")
 
 
 def section(name: str) -> Callable[[Section], Section]:
@@ -137,36 +144,8 @@ def _full(quick: bool) -> str:
     return "\n".join([*speed, "", *acc, "", *low])
 
 
-@section("kl_mc")
-def _kl_mc(quick: bool) -> str:
-    rows, dim, n = (16, 8, 64) if quick else (128, 16, 4096)
-    args = diag_bench.inputs(rows, dim)["log_var"]
-    p, q = gkl_jax.DiagGaussian(args[0], args[1]), gkl_jax.DiagGaussian(args[2], args[3])
-    key = jax.random.key(0)
-    mc = jax.jit(lambda k, p, q: gkl_jax.kl_mc(k, p, q, num_samples=n))
-    exact = jax.jit(gkl_jax.kl)
-    t = _timing.interleaved(
-        {"kl_mc": (mc, (key, p, q)), "kl (exact)": (exact, (p, q))},
-        rounds=3 if quick else 11,
-        calls=2 if quick else 20,
-    )
-    est = mc(key, p, q)
-    err = float(jnp.max(jnp.abs(est.value - exact(p, q)) / est.stderr))
-    return "\n".join(
-        [
-            f"### kl_mc vs the closed form: {rows} diagonal pairs, d = {dim}, {n} draws, jit",
-            "",
-            "| function | ms / call |",
-            "|---|---|",
-            *[f"| {name} | {v.fmt(1e-3, 3)} |" for name, v in t.items()],
-            "",
-            f"max |estimate - exact| / stderr over the {rows} pairs: {err:.2f}.",
-        ]
-    )
-
-
-@section("knn")
-def _knn(quick: bool) -> str:
+@section("knn_speed")
+def _knn_speed(quick: bool) -> str:
     import bench_knn
 
     n, d = (500, 4) if quick else (20_000, 32)
@@ -198,7 +177,26 @@ def sections() -> dict[str, Section]:
             continue
         if hasattr(mod, "run"):
             out[name] = mod.run
+        elif hasattr(mod, "main"):
+            out[name] = _script(name)
     return out
+
+
+def _script(name: str) -> Section:
+    """A stand-alone benchmark script as a section: ``python benchmarks/<name>.py --out FILE`` in
+    its own process (the script owns the file: it may keep parts of it, as knn.py does)."""
+
+    def run(quick: bool, out_dir: pathlib.Path = HERE / "results") -> str:
+        if quick:
+            return f"(stand-alone script, not run with --quick: `python benchmarks/{name}.py`)"
+        target = out_dir / f"{name}.md"
+        cmd = [sys.executable, str(HERE / f"{name}.py"), "--out", str(target)]
+        env = dict(os.environ, PYTHONPATH=str(HERE.parent))  # this checkout's gkl_jax
+        subprocess.run(cmd, check=True, cwd=HERE.parent, env=env)
+        return target.read_text()
+
+    run.writes_own_file = True
+    return run
 
 
 def _missing(name: str) -> Section:
@@ -227,14 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn in todo.items():
         t0 = time.perf_counter()
         print(f"== {name}", flush=True)
+        own_file = getattr(fn, "writes_own_file", False)
         try:
-            text = fn(args.quick)
+            text = fn(args.quick, args.out_dir) if own_file else fn(args.quick)
         except Exception:  # one broken section must not hide the others
             failed.append(name)
             text = "FAILED:\n\n```\n" + traceback.format_exc() + "```"
         text = text.rstrip() + f"\n\n({name}: {time.perf_counter() - t0:.1f} s)\n"
         print(text, flush=True)
-        (args.out_dir / f"{name}.md").write_text(f"{header}\n\n{text}")
+        if not own_file:  # a script writes its own file (never a --quick note over its results)
+            (args.out_dir / f"{name}.md").write_text(f"{header}\n\n{text}")
         parts.append(f"## {name}\n\n{text}")
     parts.append(f"Total: {time.perf_counter() - t_all:.0f} s.\n")
     (args.out_dir / "summary.md").write_text("\n".join(parts))

@@ -67,7 +67,12 @@ def test_twin_vae_example_runs_and_alignment_helps(tmp_path):
 NOTEBOOKS = {
     # name: phrases its executed outputs must hold
     "twin_vae": ("closed form", "rotation", "KL to prior"),
-    "kl_basics": ("dense-covariance formula", "ensemble (default), N = M", "textbook KL < 0", "notebook ran in"),
+    "kl_basics": (
+        "dense-covariance formula",
+        "ensemble (default), N = M",
+        "textbook KL < 0",
+        "notebook ran in",
+    ),
 }
 
 
