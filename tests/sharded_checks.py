@@ -135,6 +135,14 @@ def knn_memory():
     ok(f"kNN memory per device: {per} bytes (8-device bound {bound:.0f})")
 
 
+# the one-device references, jitted: one compilation each instead of one per eager operation
+kl_aggregate = jax.jit(gkl_jax.kl_aggregate, static_argnames=("num_samples", "chunk_size"))
+kl_aggregate_prior = jax.jit(gkl_jax.kl_aggregate_prior, static_argnames=("num_samples",))
+kl_decomposition = jax.jit(
+    gkl_jax.kl_decomposition, static_argnames=("num_samples", "estimator", "dataset_size")
+)
+
+
 def aggregate():
     n, d, s = 61, 3, 203  # n, s: not multiples of 8 (padding rows and draws)
     mu = jax.random.normal(jax.random.key(3), (n, d))
@@ -145,10 +153,10 @@ def aggregate():
     # float32, 8 devices: KL(q_a || q_b) directly; KL to the prior is a difference (mean
     # closed-form KL - I), its rounding relative to the mean closed-form KL (the one-device
     # stderr says so too)
-    ref = gkl_jax.kl_aggregate(key, q_a, q_b, num_samples=s)
+    ref = kl_aggregate(key, q_a, q_b, num_samples=s)
     est = sharding.kl_aggregate_sharded(key, q_a, q_b, num_samples=s, mesh=MESH8, chunk_size=3)
     assert rel(est.value, ref.value) <= 1e-6 and rel(est.stderr, ref.stderr) <= 1e-6, (est, ref)
-    ref = gkl_jax.kl_aggregate_prior(key, q_a, prior, num_samples=s)
+    ref = kl_aggregate_prior(key, q_a, prior, num_samples=s)
     est = sharding.kl_aggregate_prior_sharded(key, q_a, prior, num_samples=s, mesh=MESH8)
     total = float(jnp.mean(gkl_jax.kl(q_a, prior)))
     assert abs(float(est.value - ref.value)) <= 1e-6 * total, (est, ref, total)
@@ -158,7 +166,7 @@ def aggregate():
         jnp.log(jnp.array([0.3, 0.7])),
         gkl_jax.DiagGaussian(jnp.stack([jnp.zeros(d), jnp.ones(d)]), jnp.zeros((2, d))),
     )
-    ref = gkl_jax.kl_aggregate_prior(key, q_a, mix, num_samples=s)
+    ref = kl_aggregate_prior(key, q_a, mix, num_samples=s)
     est = sharding.kl_aggregate_prior_sharded(key, q_a, mix, num_samples=s, mesh=MESH8)
     assert rel(est.value, ref.value) <= 1e-6 and rel(est.stderr, ref.stderr) <= 1e-6, (est, ref)
     # float64 and the standard prior: decomposition() (its aggregate_kl is this estimator)
@@ -174,14 +182,17 @@ def decomposition():
         q = gkl_jax.DiagGaussian(mu, jnp.full((n, d), -1.0, jnp.float64))
         prior = gkl_jax.DiagGaussian(jnp.full((d,), 0.1), jnp.full((d,), 0.3))
         key = jax.random.key(6)
+        mss = {"estimator": "mss", "dataset_size": 1000}  # weights by global row index
         cases = [
-            (MESH1, None, {}),
-            (MESH8, None, {"chunk_size": 4}),
-            (MESH8, prior, {"estimator": "mss", "dataset_size": 1000}),  # global row weights
+            (MESH1, None, {}, {}),
+            (MESH8, None, {}, {"chunk_size": 4}),
+            (MESH8, prior, mss, {}),
         ]
-        for mesh, p, options in cases:
-            ref = gkl_jax.kl_decomposition(key, q, p, num_samples=s, **options)
-            est = sharding.kl_decomposition_sharded(key, q, p, num_samples=s, mesh=mesh, **options)
+        for mesh, p, options, chunk in cases:
+            ref = kl_decomposition(key, q, p, num_samples=s, **options)
+            est = sharding.kl_decomposition_sharded(
+                key, q, p, num_samples=s, mesh=mesh, **options, **chunk
+            )
             for field, want, got in zip(ref._fields, ref, est, strict=True):
                 assert got.value.dtype == jnp.float64, field  # the standard prior keeps float64
                 assert rel(got.value, want.value) <= 1e-6, (mesh.size, options, field, got, want)
