@@ -7,9 +7,11 @@ two reference blocks (the one in use and the one arriving) and the kernel's own 
 ``O((N + M) d / D + block x M / D)`` -- never a whole set. The kernels are those of the
 single-device estimators: :func:`gkl_jax._src.from_samples._knn` per pair of blocks (its exact
 distances are the same numbers whichever block a reference lives in), then the estimator of
-``from_samples`` on the merged neighbour lists; for the aggregate posteriors
-``aggregate._log_mixture`` per block of components, merged by ``logaddexp``, then the same
-stratified estimate.
+``from_samples`` on the merged neighbour lists; for the aggregate posteriors the estimator cores
+of ``aggregate`` themselves (one assembly of each estimate and its standard error), given the
+ring versions of their two data-access steps: fetching each draw's own posterior row
+(:func:`_ring_take`) and the mixture log-densities at the draws (:func:`_ring_log_mixtures`,
+``aggregate._log_mixture`` per block of components merged by ``logaddexp``).
 """
 
 from __future__ import annotations
