@@ -15,9 +15,10 @@ hosts. There is no home-made orchestration and no host round-trip inside a compu
   batches; each batch is split over the mesh and reduced on device (sums, sums of squares,
   extrema, histograms in double-word arithmetic: the same result on any device count).
 * :func:`kl_from_samples_sharded` (kNN), :func:`kl_aggregate_sharded`,
-  :func:`kl_aggregate_prior_sharded`: both sample sets split by rows; the reference blocks
-  circulate in a ring (``ppermute``), each device folds the block it holds into its own rows'
-  result with the single-device kernel, and the single-device estimator finishes the job.
+  :func:`kl_aggregate_prior_sharded`, :func:`kl_decomposition_sharded`: both sample sets split
+  by rows; the reference blocks circulate in a ring (``ppermute``), each device folds the block
+  it holds into its own rows' result with the single-device kernel, and the single-device
+  estimator finishes the job.
 
 **Per-device memory** (``D`` devices, ``d`` dimensions, ``b`` bytes per float):
 
@@ -54,6 +55,7 @@ from gkl_jax._src.mesh import batch_mesh, shard_batch
 from gkl_jax._src.ring import (
     kl_aggregate_prior_sharded,
     kl_aggregate_sharded,
+    kl_decomposition_sharded,
     kl_from_samples_sharded,
 )
 from gkl_jax._src.streaming import StreamResult, default_bins, stream, stream_comparison
@@ -64,6 +66,7 @@ __all__ = [
     "default_bins",
     "kl_aggregate_prior_sharded",
     "kl_aggregate_sharded",
+    "kl_decomposition_sharded",
     "kl_from_samples_sharded",
     "shard_batch",
     "stream",

@@ -135,32 +135,69 @@ def knn_memory():
     ok(f"kNN memory per device: {per} bytes (8-device bound {bound:.0f})")
 
 
+# the one-device references, jitted: one compilation each instead of one per eager operation
+kl_aggregate = jax.jit(gkl_jax.kl_aggregate, static_argnames=("num_samples", "chunk_size"))
+kl_aggregate_prior = jax.jit(gkl_jax.kl_aggregate_prior, static_argnames=("num_samples",))
+kl_decomposition = jax.jit(
+    gkl_jax.kl_decomposition, static_argnames=("num_samples", "estimator", "dataset_size")
+)
+
+
 def aggregate():
-    n, d, s = 203, 3, 1001
+    n, d, s = 61, 3, 203  # n, s: not multiples of 8 (padding rows and draws)
     mu = jax.random.normal(jax.random.key(3), (n, d))
     q_a = gkl_jax.DiagGaussian(mu, jnp.full((n, d), -2.0))
-    q_b = gkl_jax.DiagGaussian(1.1 * mu[: n - 50] + 0.2, jnp.full((n - 50, d), -1.5))
+    q_b = gkl_jax.DiagGaussian(1.1 * mu[: n - 20] + 0.2, jnp.full((n - 20, d), -1.5))
     key = jax.random.key(4)
     prior = gkl_jax.DiagGaussian(jnp.full((d,), 0.3), jnp.full((d,), 0.2))
     # float32, 8 devices: KL(q_a || q_b) directly; KL to the prior is a difference (mean
     # closed-form KL - I), its rounding relative to the mean closed-form KL (the one-device
     # stderr says so too)
-    ref = gkl_jax.kl_aggregate(key, q_a, q_b, num_samples=s)
-    est = sharding.kl_aggregate_sharded(key, q_a, q_b, num_samples=s, mesh=MESH8, chunk_size=7)
+    ref = kl_aggregate(key, q_a, q_b, num_samples=s)
+    est = sharding.kl_aggregate_sharded(key, q_a, q_b, num_samples=s, mesh=MESH8, chunk_size=3)
     assert rel(est.value, ref.value) <= 1e-6 and rel(est.stderr, ref.stderr) <= 1e-6, (est, ref)
-    ref = gkl_jax.kl_aggregate_prior(key, q_a, prior, num_samples=s)
+    ref = kl_aggregate_prior(key, q_a, prior, num_samples=s)
     est = sharding.kl_aggregate_prior_sharded(key, q_a, prior, num_samples=s, mesh=MESH8)
     total = float(jnp.mean(gkl_jax.kl(q_a, prior)))
     assert abs(float(est.value - ref.value)) <= 1e-6 * total, (est, ref, total)
     assert rel(est.stderr, ref.stderr) <= 1e-5, (est, ref)
-    # float64: within 1e-6 of the value itself
-    with jax.enable_x64(True):
-        qa = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), q_a)
-        ref = gkl_jax.kl_aggregate_prior(key, qa, num_samples=s)
-        est = sharding.kl_aggregate_prior_sharded(key, qa, num_samples=s, mesh=MESH8)
-        assert est.value.dtype == jnp.float64
-        assert rel(est.value, ref.value) <= 1e-6 and rel(est.stderr, ref.stderr) <= 1e-6
+    # a GaussianMixture prior (no closed form: the direct average), 8 devices
+    mix = gkl_jax.GaussianMixture(
+        jnp.log(jnp.array([0.3, 0.7])),
+        gkl_jax.DiagGaussian(jnp.stack([jnp.zeros(d), jnp.ones(d)]), jnp.zeros((2, d))),
+    )
+    ref = kl_aggregate_prior(key, q_a, mix, num_samples=s)
+    est = sharding.kl_aggregate_prior_sharded(key, q_a, mix, num_samples=s, mesh=MESH8)
+    assert rel(est.value, ref.value) <= 1e-6 and rel(est.stderr, ref.stderr) <= 1e-6, (est, ref)
+    # float64 and the standard prior: decomposition() (its aggregate_kl is this estimator)
     ok("aggregate posteriors: the same draws and estimate within 1e-6 on 8 devices")
+
+
+def decomposition():
+    # float64, so that every field (the completed ones are differences) is within 1e-6 of itself
+    n, d, s = 45, 3, 150
+    with jax.enable_x64(True):
+        mu = jax.random.normal(jax.random.key(5), (n, d), jnp.float64)
+        mu = mu.at[:, 1].add(0.8 * mu[:, 0])  # correlated: a total correlation well above 0
+        q = gkl_jax.DiagGaussian(mu, jnp.full((n, d), -1.0, jnp.float64))
+        prior = gkl_jax.DiagGaussian(jnp.full((d,), 0.1), jnp.full((d,), 0.3))
+        key = jax.random.key(6)
+        mss = {"estimator": "mss", "dataset_size": 1000}  # weights by global row index
+        cases = [
+            (MESH1, None, {}, {}),
+            (MESH8, None, {}, {"chunk_size": 4}),
+            (MESH8, prior, mss, {}),
+        ]
+        for mesh, p, options, chunk in cases:
+            ref = kl_decomposition(key, q, p, num_samples=s, **options)
+            est = sharding.kl_decomposition_sharded(
+                key, q, p, num_samples=s, mesh=mesh, **options, **chunk
+            )
+            for field, want, got in zip(ref._fields, ref, est, strict=True):
+                assert got.value.dtype == jnp.float64, field  # the standard prior keeps float64
+                assert rel(got.value, want.value) <= 1e-6, (mesh.size, options, field, got, want)
+                assert rel(got.stderr, want.stderr) <= 1e-6, (mesh.size, options, field, got, want)
+    ok("decomposition: every field within 1e-6 on 1 and 8 devices (exact, mss; float64)")
 
 
 def streaming():
@@ -215,7 +252,7 @@ def streaming():
 if __name__ == "__main__":
     import time
 
-    for check in (closed_forms, knn, knn_memory, aggregate, streaming):
+    for check in (closed_forms, knn, knn_memory, aggregate, decomposition, streaming):
         start = time.perf_counter()
         check()
         print(f"   {check.__name__}: {time.perf_counter() - start:.1f} s", flush=True)

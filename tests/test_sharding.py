@@ -36,8 +36,8 @@ def test_sharded_checks_on_eight_simulated_devices():
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-6000:]
     lines = [line for line in out.stdout.splitlines() if line.startswith("ok ")]
-    assert len(lines) == 5, out.stdout
-    for word in ("closed forms", "kNN:", "kNN memory", "aggregate", "streaming"):
+    assert len(lines) == 6, out.stdout
+    for word in ("closed forms", "kNN:", "kNN memory", "aggregate", "decomposition", "streaming"):
         assert any(word in line for line in lines), (word, out.stdout)
 
 
@@ -167,12 +167,14 @@ def test_errors_name_the_function_and_argument():
     with pytest.raises(ValueError, match="kl_aggregate_sharded: num_samples=1"):
         sharding.kl_aggregate_sharded(jax.random.key(0), q, q, num_samples=1)
     with pytest.raises(TypeError, match="kl_aggregate_prior_sharded: 'prior' must be None"):
-        sharding.kl_aggregate_prior_sharded(
-            jax.random.key(0),
-            q,
-            gkl_jax.GaussianMixture.__new__(gkl_jax.GaussianMixture),
-            num_samples=4,
-        )
+        sharding.kl_aggregate_prior_sharded(jax.random.key(0), q, "N(0, I)", num_samples=4)
+    mix = gkl_jax.GaussianMixture(jnp.zeros(1), gkl_jax.DiagGaussian(x[:1], x[:1]))
+    with pytest.raises(
+        TypeError, match=r"kl_decomposition_sharded: 'prior' must be None .* factorized prior"
+    ):
+        sharding.kl_decomposition_sharded(jax.random.key(0), q, mix, num_samples=4)
+    with pytest.raises(ValueError, match="kl_decomposition_sharded: estimator='mss' needs"):
+        sharding.kl_decomposition_sharded(jax.random.key(0), q, num_samples=4, estimator="mss")
     with pytest.raises(ValueError, match="stream: 'batches' yielded no examples"):
         sharding.stream(lambda b: {"x": b}, [], progress=False)
     with pytest.raises(ValueError, match="stream: a batch's leaves must share a leading axis"):

@@ -71,6 +71,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
@@ -227,17 +228,14 @@ def _strata(key: jax.Array, n: int, s: int, dtype: Any) -> tuple[_Strata, jax.Ar
     return design, comp
 
 
-def _draw(key: jax.Array, q: DiagGaussian, s: int) -> tuple[_Strata, jax.Array, DiagGaussian, Any]:
-    """Stratified draws ``z`` from the uniform mixture of ``q``'s rows.
-
-    Returns the design, ``z`` ``(S, d)``, the drawing posteriors (a DiagGaussian of batch
-    ``(S,)``) and their row indices ``(S,)``.
-    """
+def _draw(key: jax.Array, q: DiagGaussian, s: int) -> tuple[_Strata, jax.Array, jax.Array]:
+    """The stratified design for ``s`` draws from the uniform mixture of ``q``'s rows, each
+    draw's component ``(S,)`` and its standard normal noise ``(S, d)``: the draw itself is
+    ``z = mean_c + std_c * eps`` once the rows ``c`` are fetched (:func:`_take`)."""
     key_c, key_eps = jax.random.split(key)
     design, comp = _strata(key_c, q.batch_shape[0], s, q.dtype)
-    own = jax.tree_util.tree_map(lambda a: a[comp], q)
     eps = jax.random.normal(key_eps, (s, q.event_size), q.dtype)
-    return design, own.mean + own.std * eps, own, comp
+    return design, comp, eps
 
 
 def _stratified(
@@ -384,6 +382,44 @@ def _mss_log_weight(comp: jax.Array, batch: int, dataset: int, dtype: Any):
 
 
 # ---------------------------------------------------------------------------------------------
+# data access: the two steps that touch a whole posterior set (replaced by the ring versions of
+# gkl_jax._src.ring when the sets are sharded; the estimates below are assembled once, here)
+# ---------------------------------------------------------------------------------------------
+
+
+class _Mixture(NamedTuple):
+    """A mixture log-density to evaluate at the draws: ``log sum_n w_n comps_n(z)``."""
+
+    comps: DiagGaussian  # batch (N,)
+    chunk: int  # components per scan step
+    # the log weights as a function of the draws' components (S,), returning ``log_weight(idx)``
+    # of :func:`_log_mixture` (global component indices); None: weight 1
+    weights: Callable[[jax.Array], Callable[[jax.Array], jax.Array]] | None
+    marginals: bool  # also the d one-dimensional marginals
+
+
+def _take(tree: Any, comp: jax.Array) -> Any:
+    """Rows ``comp`` ``(S,)`` of every leaf of ``tree`` (the draws' own posteriors)."""
+    return jax.tree_util.tree_map(lambda a: a[comp], tree)
+
+
+def _log_mixtures(
+    z: jax.Array, comp: jax.Array, mixtures: list[_Mixture]
+) -> list[tuple[jax.Array, jax.Array | None]]:
+    """``(log density (S,), marginals (S, d) or None)`` of each mixture at the draws ``z``."""
+    return [
+        _log_mixture(
+            z, m.comps, m.chunk, None if m.weights is None else m.weights(comp), m.marginals
+        )
+        for m in mixtures
+    ]
+
+
+Take = Callable[[Any, jax.Array], Any]
+LogMixtures = Callable[[jax.Array, jax.Array, list[_Mixture]], list[tuple[jax.Array, Any]]]
+
+
+# ---------------------------------------------------------------------------------------------
 # public functions
 # ---------------------------------------------------------------------------------------------
 
@@ -446,6 +482,16 @@ def kl_aggregate(
       Array(0., dtype=float32)
     """
     fn = "kl_aggregate"
+    q_a, q_b, num_samples = _aggregate_args(fn, q_a, q_b, num_samples)
+    chunk_a = _chunk(fn, chunk_size, q_a.batch_shape[0], num_samples, 1)
+    chunk_b = _chunk(fn, chunk_size, q_b.batch_shape[0], num_samples, 1)
+    return _kl_aggregate_core(key, q_a, q_b, num_samples, chunk_a, chunk_b)
+
+
+def _aggregate_args(
+    fn: str, q_a: Any, q_b: Any, num_samples: Any
+) -> tuple[DiagGaussian, DiagGaussian, int]:
+    """:func:`kl_aggregate`'s argument handling: the two sets, cast to their common dtype."""
     num_samples = _num_samples(fn, num_samples)
     check_argument_values(fn, q_a=q_a, q_b=q_b)  # checked mode only
     q_a, q_b = _posterior_set(fn, "q_a", q_a), _posterior_set(fn, "q_b", q_b)
@@ -456,13 +502,27 @@ def kl_aggregate(
             f"{(*q_b.batch_shape, q_b.event_size)}"
         )
     dtype = _common_dtype(fn, [("q_a", q_a), ("q_b", q_b)])
-    q_a, q_b = _cast(q_a, dtype), _cast(q_b, dtype)
+    return _cast(q_a, dtype), _cast(q_b, dtype), num_samples
+
+
+def _kl_aggregate_core(
+    key: jax.Array,
+    q_a: DiagGaussian,
+    q_b: DiagGaussian,
+    num_samples: int,
+    chunk_a: int,
+    chunk_b: int,
+    take: Take = _take,
+    log_mixtures: LogMixtures = _log_mixtures,
+) -> Estimate:
+    """:func:`kl_aggregate` from checked arguments, with the data access as arguments."""
     n, m = q_a.batch_shape[0], q_b.batch_shape[0]
-    design, z, _, _ = _draw(key, q_a, num_samples)
-    chunk_a = _chunk(fn, chunk_size, n, num_samples, 1)
-    chunk_b = _chunk(fn, chunk_size, m, num_samples, 1)
-    log_a = _log_mixture(z, q_a, chunk_a, None, False)[0] - math.log(n)
-    log_b = _log_mixture(z, q_b, chunk_b, None, False)[0] - math.log(m)
+    design, comp, eps = _draw(key, q_a, num_samples)
+    own = take(q_a, comp)
+    z = own.mean + own.std * eps
+    mixtures = [_Mixture(q_a, chunk_a, None, False), _Mixture(q_b, chunk_b, None, False)]
+    (log_a, _), (log_b, _) = log_mixtures(z, comp, mixtures)
+    log_a, log_b = log_a - math.log(n), log_b - math.log(m)
     magnitude = jnp.abs(log_a) + jnp.abs(log_b)
     estimate, stderr = _stratified((log_a - log_b)[:, None], design, magnitude[:, None])
     return Estimate(estimate[0], stderr[0])
@@ -520,30 +580,62 @@ def kl_aggregate_prior(
       (Array(0.059..., dtype=float32), Array(0.0071..., dtype=float32))
     """
     fn = "kl_aggregate_prior"
+    q, prior, standard, num_samples = _prior_args(fn, q, prior, num_samples, mixture_ok=True)
+    chunk = _chunk(fn, chunk_size, q.batch_shape[0], num_samples, 1)
+    return _kl_aggregate_prior_core(key, q, prior, num_samples, chunk, standard)
+
+
+def _prior_args(
+    fn: str, q: Any, prior: Any, num_samples: Any, *, mixture_ok: bool
+) -> tuple[DiagGaussian, Any, bool, int]:
+    """The posterior set and the prior, cast to their common dtype; ``standard``: N(0, I)."""
     num_samples = _num_samples(fn, num_samples)
     check_argument_values(fn, q=q, prior=prior)  # checked mode only
     q = _posterior_set(fn, "q", q)
-    d = q.event_size
     standard = prior is None
     named = [("q", q)] if standard else [("q", q), ("prior", prior)]
-    prior = _prior(fn, prior, d, q.dtype, mixture_ok=True)
+    prior = _prior(fn, prior, q.event_size, q.dtype, mixture_ok=mixture_ok)
     dtype = _common_dtype(fn, named)
-    q, prior = _cast(q, dtype), _cast(prior, dtype)
-    n = q.batch_shape[0]
-    design, z, own, comp = _draw(key, q, num_samples)
-    log_q = _log_mixture(z, q, _chunk(fn, chunk_size, n, num_samples, 1), None, False)[0]
-    log_q = log_q - math.log(n)
+    return _cast(q, dtype), _cast(prior, dtype), standard, num_samples
+
+
+def _own_draws(key, q, prior, num_samples, standard, take):
+    """The draws ``z``, their design, components, own posteriors and (for a DiagGaussian
+    prior, else None) the closed-form ``KL(q_n || prior)`` of every row and of each draw's."""
+    design, comp, eps = _draw(key, q, num_samples)
+    kl_rows = kl_own = None
+    if isinstance(prior, DiagGaussian):
+        kl_rows = _kl_to_prior(q, prior, standard=standard)
+        own, kl_own = take((q, kl_rows), comp)
+    else:
+        own = take(q, comp)
+    return design, comp, own.mean + own.std * eps, own, kl_rows, kl_own
+
+
+def _kl_aggregate_prior_core(
+    key: jax.Array,
+    q: DiagGaussian,
+    prior: Any,
+    num_samples: int,
+    chunk: int,
+    standard: bool,
+    take: Take = _take,
+    log_mixtures: LogMixtures = _log_mixtures,
+) -> Estimate:
+    """:func:`kl_aggregate_prior` from checked arguments, with the data access as arguments."""
+    design, comp, z, own, kl_rows, kl_own = _own_draws(key, q, prior, num_samples, standard, take)
+    ((log_q, _),) = log_mixtures(z, comp, [_Mixture(q, chunk, None, False)])
+    log_q = log_q - math.log(q.batch_shape[0])
     log_p = prior.log_prob(z)
-    if not isinstance(prior, DiagGaussian):  # no closed form: the direct log q(z) - log p(z)
+    if kl_rows is None:  # no closed form: the direct log q(z) - log p(z)
         magnitude = (jnp.abs(log_q) + jnp.abs(log_p))[:, None]
         estimate, stderr = _stratified((log_q - log_p)[:, None], design, magnitude)
         return Estimate(estimate[0], stderr[0])
     # KL(q(z) || p) = mean_n KL(q(z|x_n) || p) - I(x; z), I from log q(z|x_c) - log q(z) with
     # the control variate: the direct form is the special case gamma = 1, so this is never worse
     log_own = own.log_prob(z)
-    kl_rows = _kl_to_prior(q, prior, standard=standard)
-    control = log_own - log_p - kl_rows[comp]
-    control_magnitude = jnp.abs(log_own) + jnp.abs(log_p) + kl_rows[comp]
+    control = log_own - log_p - kl_own
+    control_magnitude = jnp.abs(log_own) + jnp.abs(log_p) + kl_own
     magnitude = (jnp.abs(log_own) + jnp.abs(log_q))[:, None]
     estimate, stderr = _stratified(
         (log_own - log_q)[:, None], design, magnitude, control, control_magnitude
@@ -659,12 +751,23 @@ def kl_decomposition(
       (Array(0.038..., dtype=float32), Array(0.020..., dtype=float32))
     """
     fn = "kl_decomposition"
+    q, prior, standard, num_samples, dataset_size = _decomposition_args(
+        fn, q, prior, num_samples, dataset_size, estimator
+    )
+    chunk = _chunk(fn, chunk_size, q.batch_shape[0], num_samples, q.event_size)
+    return _kl_decomposition_core(
+        key, q, prior, num_samples, chunk, standard, estimator, dataset_size
+    )
+
+
+def _decomposition_args(
+    fn: str, q: Any, prior: Any, num_samples: Any, dataset_size: Any, estimator: Any
+) -> tuple[DiagGaussian, DiagGaussian, bool, int, int | None]:
+    """:func:`kl_decomposition`'s argument handling (a factorized prior only)."""
     if estimator not in _ESTIMATORS:
         raise ValueError(f"{fn}: estimator must be one of {_ESTIMATORS}, got {estimator!r}")
-    num_samples = _num_samples(fn, num_samples)
-    check_argument_values(fn, q=q, prior=prior)  # checked mode only
-    q = _posterior_set(fn, "q", q)
-    n, d = q.batch_shape[0], q.event_size
+    q, prior, standard, num_samples = _prior_args(fn, q, prior, num_samples, mixture_ok=False)
+    n = q.batch_shape[0]
     if dataset_size is not None:
         dataset_size = checks.static_int(fn, "dataset_size", dataset_size)
     if estimator == "exact":
@@ -684,25 +787,37 @@ def kl_decomposition(
             raise ValueError(
                 f"{fn}: dataset_size={dataset_size} is smaller than the minibatch 'q' ({n} rows)"
             )
-    standard = prior is None
-    named = [("q", q)] if standard else [("q", q), ("prior", prior)]
-    prior = _prior(fn, prior, d, q.dtype, mixture_ok=False)
-    dtype = _common_dtype(fn, named)
-    q, prior = _cast(q, dtype), _cast(prior, dtype)
+    return q, prior, standard, num_samples, dataset_size
 
-    design, z, own, comp = _draw(key, q, num_samples)
+
+def _kl_decomposition_core(
+    key: jax.Array,
+    q: DiagGaussian,
+    prior: DiagGaussian,
+    num_samples: int,
+    chunk: int,
+    standard: bool,
+    estimator: str,
+    dataset_size: int | None,
+    take: Take = _take,
+    log_mixtures: LogMixtures = _log_mixtures,
+) -> KLDecomposition:
+    """:func:`kl_decomposition` from checked arguments, with the data access as arguments."""
+    n, dtype = q.batch_shape[0], q.dtype
+    design, comp, z, own, kl_rows, kl_own = _own_draws(key, q, prior, num_samples, standard, take)
     if estimator == "mss":
-        log_weight, shift = _mss_log_weight(comp, n, dataset_size, dtype), 0.0
+        weights, shift = (
+            functools.partial(_mss_log_weight, batch=n, dataset=dataset_size, dtype=dtype),
+            0.0,
+        )
     else:
-        log_weight, shift = None, math.log(n)  # exact: 1/N; mws: 1/B (the same: B = N rows)
-    chunk = _chunk(fn, chunk_size, n, num_samples, d)
-    log_q, log_marg = _log_mixture(z, q, chunk, log_weight, True)
+        weights, shift = None, math.log(n)  # exact: 1/N; mws: 1/B (the same: B = N rows)
+    ((log_q, log_marg),) = log_mixtures(z, comp, [_Mixture(q, chunk, weights, True)])
     log_q, log_marg = log_q - shift, log_marg - shift
     log_own = _log_prob(own, z, per_dim=True)  # the arithmetic of log_q: N = 1 gives mi = 0
     log_p = prior.log_prob(z)
-    kl_rows = _kl_to_prior(q, prior, standard=standard)
-    control = log_own - log_p - kl_rows[comp]
-    control_magnitude = jnp.abs(log_own) + jnp.abs(log_p) + kl_rows[comp]
+    control = log_own - log_p - kl_own
+    control_magnitude = jnp.abs(log_own) + jnp.abs(log_p) + kl_own
     mi, tc = log_own - log_q, log_q - jnp.sum(log_marg, axis=-1)
     size_mi = jnp.abs(log_own) + jnp.abs(log_q)
     size_tc = jnp.abs(log_q) + jnp.sum(jnp.abs(log_marg), axis=-1)

@@ -7,15 +7,16 @@ two reference blocks (the one in use and the one arriving) and the kernel's own 
 ``O((N + M) d / D + block x M / D)`` -- never a whole set. The kernels are those of the
 single-device estimators: :func:`gkl_jax._src.from_samples._knn` per pair of blocks (its exact
 distances are the same numbers whichever block a reference lives in), then the estimator of
-``from_samples`` on the merged neighbour lists; for the aggregate posteriors
-``aggregate._log_mixture`` per block of components, merged by ``logaddexp``, then the same
-stratified estimate.
+``from_samples`` on the merged neighbour lists; for the aggregate posteriors the estimator cores
+of ``aggregate`` themselves (one assembly of each estimate and its standard error), given the
+ring versions of their two data-access steps: fetching each draw's own posterior row
+(:func:`_ring_take`) and the mixture log-densities at the draws (:func:`_ring_log_mixtures`,
+``aggregate._log_mixture`` per block of components merged by ``logaddexp``).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import jax
@@ -26,12 +27,18 @@ from jax.typing import ArrayLike
 from jaxtyping import Float
 
 from gkl_jax._src import aggregate, checks, from_samples
-from gkl_jax._src.base import BiasedEstimate, Estimate, check_argument_values
+from gkl_jax._src.base import BiasedEstimate, Estimate
 from gkl_jax._src.distributions.diag import DiagGaussian
+from gkl_jax._src.distributions.mixture import GaussianMixture
 from gkl_jax._src.mesh import batch_sharding, mesh_axis
 from gkl_jax._src.numerics import as_float_arrays
 
-__all__ = ["kl_aggregate_prior_sharded", "kl_aggregate_sharded", "kl_from_samples_sharded"]
+__all__ = [
+    "kl_aggregate_prior_sharded",
+    "kl_aggregate_sharded",
+    "kl_decomposition_sharded",
+    "kl_from_samples_sharded",
+]
 
 
 def _pad_rows(x: jax.Array, rows: int, value: Any) -> jax.Array:
@@ -214,10 +221,17 @@ def _pad_shard(mesh: Mesh, tree: Any, rows: int, mode: str = "edge") -> Any:
     return jax.tree_util.tree_map(pad, tree)
 
 
+def _pad_draws(mesh: Mesh, tree: Any) -> Any:
+    """Per-draw arrays padded (zeros) to a multiple of the devices and sharded by draw."""
+    s = jax.tree_util.tree_leaves(tree)[0].shape[0]
+    return _pad_shard(mesh, tree, -(-s // mesh.size) * mesh.size, mode="constant")
+
+
 def _ring_take(mesh: Mesh, tree: Any, comp: jax.Array) -> Any:
-    """``tree``'s rows ``comp`` (``comp`` sharded by rows, ``(S_pad,)``), every leaf sharded by
-    rows: each device picks its draws' rows from the blocks of ``tree`` passing by."""
+    """``aggregate._take`` with ``tree`` and the draws sharded by rows: ``tree``'s rows ``comp``
+    ``(S,)``, each device picking its draws' rows from the blocks of ``tree`` passing by."""
     _, axis, size = mesh_axis("kl_aggregate_sharded", mesh)
+    s = comp.shape[0]
     n = jax.tree_util.tree_leaves(tree)[0].shape[0]
     loc = -(-n // size)
     tree = _pad_shard(mesh, tree, loc * size)
@@ -238,74 +252,86 @@ def _ring_take(mesh: Mesh, tree: Any, comp: jax.Array) -> Any:
         return _ring_steps(axis, size, init, blk, fold)
 
     specs = jax.tree_util.tree_map(lambda _: P(axis), tree)
-    return jax.shard_map(
+    taken = jax.shard_map(
         local, mesh=mesh, in_specs=(P(axis), specs), out_specs=specs, check_vma=False
-    )(comp, tree)
+    )(_pad_draws(mesh, comp), tree)
+    return jax.tree_util.tree_map(lambda a: a[:s], taken)
 
 
-def _ring_log_mixtures(mesh: Mesh, z: jax.Array, sets: list, chunks: list) -> list:
-    """For each DiagGaussian set (batch ``(N_i,)``) the exact ``log sum_n q_n(z)`` ``(S_pad,)``
-    at the draws ``z`` (sharded by rows): ``aggregate._log_mixture`` per block of components,
-    merged by ``logaddexp`` as the blocks pass around the ring."""
+def _ring_log_mixtures(mesh: Mesh, z: jax.Array, comp: jax.Array, mixtures: list) -> list:
+    """``aggregate._log_mixtures`` with the components and the draws ``z`` ``(S, d)`` sharded
+    by rows: ``aggregate._log_mixture`` per block of components (with its global indices, so
+    the same weights), merged by ``logaddexp`` as the blocks pass around the ring."""
     _, axis, size = mesh_axis("kl_aggregate_sharded", mesh)
-    sizes = [q.batch_shape[0] for q in sets]
+    s = z.shape[0]
+    sizes = [mix.comps.batch_shape[0] for mix in mixtures]
     locs = [-(-n // size) for n in sizes]
-    sets = [_pad_shard(mesh, q, loc * size) for q, loc in zip(sets, locs, strict=True)]
+    sets = [
+        _pad_shard(mesh, mix.comps, loc * size) for mix, loc in zip(mixtures, locs, strict=True)
+    ]
 
-    def local(z, blocks):
+    def local(z, comp, blocks):
+        weights = [None if mix.weights is None else mix.weights(comp) for mix in mixtures]
+
         def fold(logs, blocks, owner, first):
             out = []
-            for log, blk, n, loc, chunk in zip(logs, blocks, sizes, locs, chunks, strict=True):
+            for (log, marg), blk, mix, n, loc, lw in zip(
+                logs, blocks, mixtures, sizes, locs, weights, strict=True
+            ):
                 real = jnp.arange(loc) + owner * loc < n  # padding rows: weight 0
 
-                def log_weight(idx, real=real):
-                    return jnp.where(real[idx], 0.0, -jnp.inf).astype(z.dtype)[None, :]
+                def log_weight(idx, real=real, lw=lw, loc=loc):
+                    pad = jnp.where(real[idx], 0.0, -jnp.inf).astype(z.dtype)[None, :]
+                    return pad if lw is None else lw(idx + owner * loc) + pad
 
-                part, _ = aggregate._log_mixture(z, blk, chunk, log_weight, False)
-                part = jnp.where(owner * loc < n, part, -jnp.inf)  # a block of padding only
-                out.append(jnp.logaddexp(log, part))
+                part, part_m = aggregate._log_mixture(z, blk, mix.chunk, log_weight, mix.marginals)
+                present = owner * loc < n  # else a block of padding only
+                log = jnp.logaddexp(log, jnp.where(present, part, -jnp.inf))
+                if mix.marginals:
+                    marg = jnp.logaddexp(marg, jnp.where(present, part_m, -jnp.inf))
+                out.append((log, marg))
             return out
 
-        init = [jnp.full((z.shape[0],), -jnp.inf, z.dtype) for _ in blocks]
+        init = [
+            (
+                jnp.full((z.shape[0],), -jnp.inf, z.dtype),
+                jnp.full(z.shape, -jnp.inf, z.dtype) if mix.marginals else None,
+            )
+            for mix in mixtures
+        ]
         return _ring_steps(axis, size, init, blocks, fold)
 
     specs = jax.tree_util.tree_map(lambda _: P(axis), sets)
-    return jax.shard_map(
+    out_specs = [(P(axis), P(axis) if mix.marginals else None) for mix in mixtures]
+    z_p, comp_p = _pad_draws(mesh, (z, comp))
+    logs = jax.shard_map(
         local,
         mesh=mesh,
-        in_specs=(P(axis), specs),
-        out_specs=[P(axis)] * len(sets),
+        in_specs=(P(axis), P(axis), specs),
+        out_specs=out_specs,
         check_vma=False,
-    )(z, sets)
+    )(z_p, comp_p, sets)
+    return jax.tree_util.tree_map(lambda a: a[:s], logs)
 
 
-def _draws(key, q: DiagGaussian, s: int, mesh: Mesh):
-    """``aggregate._draw``'s design, components and noise (the same keys, so the same draws),
-    with the components and noise padded to a multiple of the devices and sharded by draw."""
-    key_c, key_eps = jax.random.split(key)
-    design, comp = aggregate._strata(key_c, q.batch_shape[0], s, q.dtype)
-    eps = jax.random.normal(key_eps, (s, q.event_size), q.dtype)
-    s_pad = -(-s // mesh.size) * mesh.size
-    comp, eps = _pad_shard(mesh, (comp, eps), s_pad, mode="constant")
-    return design, comp, eps
+@functools.lru_cache(maxsize=64)
+def _access(mesh: Mesh) -> dict:
+    """The ring data access for ``aggregate``'s estimator cores."""
+    return {
+        "take": functools.partial(_ring_take, mesh),
+        "log_mixtures": functools.partial(_ring_log_mixtures, mesh),
+    }
 
 
 @functools.partial(jax.jit, static_argnames=("mesh", "num_samples", "chunk_a", "chunk_b"))
 def _aggregate(key, q_a, q_b, mesh, num_samples, chunk_a, chunk_b):
-    s = num_samples
-    design, comp, eps = _draws(key, q_a, s, mesh)
-    own = _ring_take(mesh, q_a, comp)  # each draw's own posterior (its row of q_a)
-    z = own.mean + own.std * eps
-    log_a, log_b = _ring_log_mixtures(mesh, z, [q_a, q_b], [chunk_a, chunk_b])
-    n, m = q_a.batch_shape[0], q_b.batch_shape[0]
-    log_a, log_b = log_a[:s] - math.log(n), log_b[:s] - math.log(m)
-    magnitude = jnp.abs(log_a) + jnp.abs(log_b)
-    estimate, stderr = aggregate._stratified((log_a - log_b)[:, None], design, magnitude[:, None])
-    return Estimate(estimate[0], stderr[0])
+    return aggregate._kl_aggregate_core(
+        key, q_a, q_b, num_samples, chunk_a, chunk_b, **_access(mesh)
+    )
 
 
-def _chunk_for(fn, chunk_size, n, s, size):
-    return aggregate._chunk(fn, chunk_size, -(-n // size), -(-s // size), 1)
+def _chunk_for(fn, chunk_size, n, s, size, width=1):
+    return aggregate._chunk(fn, chunk_size, -(-n // size), -(-s // size), width)
 
 
 def kl_aggregate_sharded(
@@ -356,16 +382,7 @@ def kl_aggregate_sharded(
     """
     fn = "kl_aggregate_sharded"
     mesh, _, size = mesh_axis(fn, mesh)
-    num_samples = aggregate._num_samples(fn, num_samples)
-    check_argument_values(fn, q_a=q_a, q_b=q_b)
-    q_a, q_b = aggregate._posterior_set(fn, "q_a", q_a), aggregate._posterior_set(fn, "q_b", q_b)
-    if q_a.event_size != q_b.event_size:
-        raise ValueError(
-            f"{fn}: latent sizes (last axis) differ: 'q_a' has event size {q_a.event_size} and "
-            f"'q_b' has {q_b.event_size}"
-        )
-    dtype = aggregate._common_dtype(fn, [("q_a", q_a), ("q_b", q_b)])
-    q_a, q_b = aggregate._cast(q_a, dtype), aggregate._cast(q_b, dtype)
+    q_a, q_b, num_samples = aggregate._aggregate_args(fn, q_a, q_b, num_samples)
     chunk_a = _chunk_for(fn, chunk_size, q_a.batch_shape[0], num_samples, size)
     chunk_b = _chunk_for(fn, chunk_size, q_b.batch_shape[0], num_samples, size)
     return _aggregate(key, q_a, q_b, mesh, num_samples, chunk_a, chunk_b)
@@ -373,49 +390,35 @@ def kl_aggregate_sharded(
 
 @functools.partial(jax.jit, static_argnames=("mesh", "num_samples", "chunk", "standard"))
 def _aggregate_prior(key, q, prior, mesh, num_samples, chunk, standard):
-    s = num_samples
-    design, comp, eps = _draws(key, q, s, mesh)
-    kl_rows = aggregate._kl_to_prior(q, prior, standard=standard)  # (N,), row by row
-    own, kl_own = _ring_take(mesh, (q, kl_rows), comp)
-    z = own.mean + own.std * eps
-    (log_q,) = _ring_log_mixtures(mesh, z, [q], [chunk])
-    z, own, kl_own = jax.tree_util.tree_map(lambda a: a[:s], (z, own, kl_own))
-    log_q = log_q[:s] - math.log(q.batch_shape[0])
-    log_p = prior.log_prob(z)
-    log_own = own.log_prob(z)
-    control = log_own - log_p - kl_own
-    control_magnitude = jnp.abs(log_own) + jnp.abs(log_p) + kl_own
-    magnitude = (jnp.abs(log_own) + jnp.abs(log_q))[:, None]
-    estimate, stderr = aggregate._stratified(
-        (log_own - log_q)[:, None], design, magnitude, control, control_magnitude
+    return aggregate._kl_aggregate_prior_core(
+        key, q, prior, num_samples, chunk, standard, **_access(mesh)
     )
-    total = jnp.mean(kl_rows)
-    return Estimate(total - estimate[0], aggregate._with_rounding(stderr[0], total))
 
 
 def kl_aggregate_prior_sharded(
     key: jax.Array,
     q: DiagGaussian,
-    prior: DiagGaussian | None = None,
+    prior: DiagGaussian | GaussianMixture | None = None,
     *,
     num_samples: int,
     mesh: Mesh | None = None,
     chunk_size: int | None = None,
 ) -> Estimate:
-    r""":func:`gkl_jax.kl_aggregate_prior` (a DiagGaussian or standard prior) with the
-    posteriors and the draws sharded over ``mesh``.
+    r""":func:`gkl_jax.kl_aggregate_prior` with the posteriors and the draws sharded over
+    ``mesh``.
 
-    The same draws and the same control-variate estimate as :func:`gkl_jax.kl_aggregate_prior`
-    for the same ``key`` (equal within 1e-6 relative); the ring of
-    :func:`kl_aggregate_sharded` fetches each draw's posterior and its closed-form KL to the
-    prior, then accumulates ``log q(z)``. Memory per device:
+    The same draws and the same estimate as :func:`gkl_jax.kl_aggregate_prior` for the same
+    ``key`` (equal within 1e-6 relative): the control-variate form for a DiagGaussian prior, the
+    direct average for a :class:`~gkl_jax.GaussianMixture` prior (replicated on every device).
+    The ring of :func:`kl_aggregate_sharded` fetches each draw's posterior (and its closed-form
+    KL to a DiagGaussian prior), then accumulates ``log q(z)``. Memory per device:
     ``O(N d / D + S d / D + (S / D) * chunk_size)`` plus ``O(K)`` strata scalars.
 
     Args:
       key: a PRNG key.
       q: ``N`` posteriors, a DiagGaussian of batch shape ``(N,)``.
-      prior: ``None`` for ``N(0, I)`` or a DiagGaussian of batch shape ``()`` (a mixture prior:
-        use :func:`gkl_jax.kl_aggregate_prior`).
+      prior: ``None`` for ``N(0, I)``, or a DiagGaussian or GaussianMixture of batch shape
+        ``()``.
       num_samples: number of draws (static, >= 2).
       mesh: a 1-D mesh (default: every device).
       chunk_size: components per scan step on each device.
@@ -424,7 +427,7 @@ def kl_aggregate_prior_sharded(
       ``Estimate(value, stderr)``, scalars.
 
     Raises:
-      TypeError, ValueError: as :func:`gkl_jax.kl_aggregate_prior`; a mixture prior.
+      TypeError, ValueError: as :func:`gkl_jax.kl_aggregate_prior`; a mesh that is not 1-D.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -437,13 +440,78 @@ def kl_aggregate_prior_sharded(
     """
     fn = "kl_aggregate_prior_sharded"
     mesh, _, size = mesh_axis(fn, mesh)
-    num_samples = aggregate._num_samples(fn, num_samples)
-    check_argument_values(fn, q=q, prior=prior)
-    q = aggregate._posterior_set(fn, "q", q)
-    standard = prior is None
-    named = [("q", q)] if standard else [("q", q), ("prior", prior)]
-    prior = aggregate._prior(fn, prior, q.event_size, q.dtype, mixture_ok=False)
-    dtype = aggregate._common_dtype(fn, named)
-    q, prior = aggregate._cast(q, dtype), aggregate._cast(prior, dtype)
+    q, prior, standard, num_samples = aggregate._prior_args(
+        fn, q, prior, num_samples, mixture_ok=True
+    )
     chunk = _chunk_for(fn, chunk_size, q.batch_shape[0], num_samples, size)
     return _aggregate_prior(key, q, prior, mesh, num_samples, chunk, standard)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("mesh", "num_samples", "chunk", "standard", "estimator", "dataset_size"),
+)
+def _decomposition(key, q, prior, mesh, num_samples, chunk, standard, estimator, dataset_size):
+    return aggregate._kl_decomposition_core(
+        key, q, prior, num_samples, chunk, standard, estimator, dataset_size, **_access(mesh)
+    )
+
+
+def kl_decomposition_sharded(
+    key: jax.Array,
+    q: DiagGaussian,
+    prior: DiagGaussian | None = None,
+    *,
+    num_samples: int,
+    mesh: Mesh | None = None,
+    dataset_size: int | None = None,
+    estimator: aggregate.AggregateEstimator = "exact",
+    chunk_size: int | None = None,
+) -> aggregate.KLDecomposition:
+    r""":func:`gkl_jax.kl_decomposition` with the posteriors and the draws sharded over ``mesh``.
+
+    The same draws and the same estimates as :func:`gkl_jax.kl_decomposition` for the same
+    ``key`` (every field equal within 1e-6 relative: only the order of the sums differs). The
+    ring of :func:`kl_aggregate_sharded` fetches each draw's posterior and its closed-form KL to
+    the prior, then accumulates ``log q(z)`` and the ``d`` marginals ``log q(z_j)`` in one pass
+    (with the MSS weights of ``estimator="mss"`` by global row index). Memory per device:
+    ``O(N d / D + S d / D + (S / D) * chunk_size * d)`` plus ``O(K)`` strata scalars.
+
+    Args:
+      key: a PRNG key.
+      q: the posteriors, a DiagGaussian of batch shape ``(N,)`` (``(B,)`` for mws/mss).
+      prior: ``None`` for ``N(0, I)`` (default) or a DiagGaussian of batch shape ``()``.
+      num_samples: number of draws (static, >= 2).
+      mesh: a 1-D mesh (default: every device).
+      dataset_size: as in :func:`gkl_jax.kl_decomposition` (static; ``"mss"``, ``"mws"``).
+      estimator: ``"exact"``, ``"mws"`` or ``"mss"`` (static).
+      chunk_size: components per scan step on each device (default: about
+        ``4M / ((S / D) d)``).
+
+    Returns:
+      A :class:`~gkl_jax.KLDecomposition` of scalar :class:`~gkl_jax.Estimate`\ s.
+
+    Raises:
+      TypeError, ValueError: as :func:`gkl_jax.kl_decomposition`; a mesh that is not 1-D.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from gkl_jax import DiagGaussian, kl_decomposition
+      >>> from gkl_jax.sharding import kl_decomposition_sharded
+      >>> mu = jax.random.normal(jax.random.key(0), (100, 2))
+      >>> q = DiagGaussian(mu, jnp.full((100, 2), -2.0))
+      >>> dec = kl_decomposition_sharded(jax.random.key(1), q, num_samples=1000)
+      >>> ref = kl_decomposition(jax.random.key(1), q, num_samples=1000)  # one device
+      >>> dec.mutual_info.value, bool(abs(dec.mutual_info.value - ref.mutual_info.value) <= 1e-5)
+      (Array(2.02..., dtype=float32), True)
+    """
+    fn = "kl_decomposition_sharded"
+    mesh, _, size = mesh_axis(fn, mesh)
+    q, prior, standard, num_samples, dataset_size = aggregate._decomposition_args(
+        fn, q, prior, num_samples, dataset_size, estimator
+    )
+    n, d = q.batch_shape[0], q.event_size
+    chunk = _chunk_for(fn, chunk_size, n, num_samples, size, d)
+    return _decomposition(
+        key, q, prior, mesh, num_samples, chunk, standard, estimator, dataset_size
+    )
