@@ -5,9 +5,10 @@ Speed (jit, median of interleaved calls after compilation, float32):
   gkl_jax.kl_full, gkl_jax.kl on FullGaussian, distrax MultivariateNormalTri, TFP (JAX)
   MultivariateNormalTriL, torch MultivariateNormal(scale_tril) where installed, and the plain
   jnp formula with XLA's triangular solve (the algorithm distrax and TFP use);
-* value + gradient with respect to all four inputs (gkl_jax and distrax; distrax's gradient is
-  run in a subprocess with a time limit, because XLA's batched triangular-solve gradient becomes
-  extremely slow at this batch size on CPU);
+* value + gradient with respect to all four inputs (gkl_jax, distrax and TFP; the peers'
+  gradients run in a subprocess with a time limit, because XLA's batched triangular-solve
+  gradient becomes extremely slow at this batch size on CPU);
+* kl_full called eagerly vs jitted, B = 1024, D = 64, with the first-call (compile) time;
 * low rank, D = 4096, k = 16 (never densified), with its error against the dense float64 KL.
 
 Accuracy: max relative error of float32 results against the float64 KL of the same float32
@@ -149,16 +150,16 @@ def _grad_fn(fn):
     return jax.jit(jax.value_and_grad(lambda *a: jnp.sum(fn(*a)), argnums=(0, 1, 2, 3)))
 
 
-def _peer_grad_child(batch, dim, repeats):
-    """Subprocess entry: prints the distrax value+grad median ms."""
-    peers = _peers()
-    fn = _grad_fn(peers["distrax MultivariateNormalTri"])
+def _peer_grad_child(batch, dim, repeats, peer):
+    """Subprocess entry: prints the value+grad median ms of peer number ``peer``."""
+    fn = _grad_fn(list(_peers().values())[peer])
     args = random_pairs(np.random.default_rng(0), batch, dim)
     print(interleaved({"d": fn}, args, repeats)["d"])
 
 
-def peer_grad_ms(batch, dim, repeats, timeout):
+def peer_grad_ms(batch, dim, repeats, timeout, peer=0):
     cmd = [sys.executable, __file__, "--peer-grad-child", str(batch), str(dim), str(repeats)]
+    cmd.append(str(peer))
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
         return float(res.stdout.strip().splitlines()[-1])
@@ -206,23 +207,47 @@ def speed_section(batch, dim, repeats, grad_timeout) -> list[str]:
     lines += ["", "Value + gradient with respect to all four inputs:", ""]
     lines += ["| implementation | B | ms | time / gkl_jax |", "|---|---|---|---|"]
     lines.append(f"| gkl_jax.kl_full | {batch} | {g_ours:.1f} | 1.00x |")
-    if "distrax MultivariateNormalTri" in fns:
+    peers = list(_peers())
+    if peers:
         small = max(batch // 16, 1)
         g_small = interleaved(
             {"g": _grad_fn(gkl_jax.kl_full)},
             tuple(jnp.asarray(a) for a in random_pairs(np.random.default_rng(0), small, dim)),
             repeats,
         )["g"]
-        for b, ours in ((small, g_small), (batch, g_ours)):
-            peer = peer_grad_ms(b, dim, max(3, repeats // 4), grad_timeout)
-            if peer is None:
-                lines.append(f"| distrax MultivariateNormalTri | {b} | > {grad_timeout} s | - |")
-            else:
-                lines.append(
-                    f"| distrax MultivariateNormalTri | {b} | {peer:.1f} | {peer / ours:.2f}x "
-                    f"(gkl_jax at B = {b}: {ours:.1f} ms) |"
-                )
+        for index, name in enumerate(peers):
+            for b, ours in ((small, g_small), (batch, g_ours)):
+                peer = peer_grad_ms(b, dim, max(3, repeats // 4), grad_timeout, index)
+                if peer is None:
+                    lines.append(f"| {name} | {b} | > {grad_timeout} s | - |")
+                else:
+                    lines.append(
+                        f"| {name} | {b} | {peer:.1f} | {peer / ours:.2f}x "
+                        f"(gkl_jax at B = {b}: {ours:.1f} ms) |"
+                    )
     return lines
+
+
+def eager_section(batch, dim, repeats) -> list[str]:
+    """``kl_full`` called eagerly vs under the caller's ``jax.jit``, and the first-call time
+    (trace + compile + run) of each."""
+    args = tuple(jnp.asarray(a) for a in random_pairs(np.random.default_rng(3), batch, dim))
+    fns = {"eager": gkl_jax.kl_full, "jit": jax.jit(gkl_jax.kl_full)}
+    first = {}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        first[name] = time.perf_counter() - t0
+    ms = interleaved(fns, args, repeats)
+    return [
+        f"### kl_full eager vs jit: B = {batch}, D = {dim}, float32",
+        "",
+        "| call | ms | first call s (trace + compile + run) |",
+        "|---|---|---|",
+        *(f"| {n} | {ms[n]:.2f} | {first[n]:.2f} |" for n in fns),
+        "",
+        f"eager / jit: {ms['eager'] / ms['jit']:.2f}x",
+    ]
 
 
 def accuracy_section(dims=(16, 128), deltas=(1e-1, 1e-2, 1e-3, 1e-4, 1e-5), batch=32):
@@ -291,7 +316,7 @@ def main(argv=None) -> str:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--grad-timeout", type=int, default=60)
     ap.add_argument("--out", type=pathlib.Path, default=None)
-    ap.add_argument("--peer-grad-child", nargs=3, type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--peer-grad-child", nargs=4, type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.peer_grad_child:
         _peer_grad_child(*args.peer_grad_child)
@@ -302,6 +327,7 @@ def main(argv=None) -> str:
         "",
     ]
     lines += [*speed_section(args.batch, args.dim, args.repeats, args.grad_timeout), ""]
+    lines += [*eager_section(1024, 64, args.repeats), ""]
     lines += [*accuracy_section(), ""]
     lines += low_rank_section()
     text = "\n".join(lines) + "\n"

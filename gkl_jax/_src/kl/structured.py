@@ -125,6 +125,7 @@ from gkl_jax._src.linalg import (
     exp_dw,
     mm,
     solve_tril,
+    solve_tril_tril,
     trace_minus_logdet,
     tril_solve_sumsq,
 )
@@ -771,9 +772,71 @@ def _kl_structured(p: Any, q: Any) -> jax.Array:
     else:
         diag_p = jnp.broadcast_to(diag_part(vp).std, (*batch, d))
         tril_p = diag_embed(diag_p)
-    off, (z,) = tril_solve_sumsq(tril_q, tril_p - tril_q, [delta[..., None]])
+    return 0.5 * _full_q_twice_kl(tril_p, tril_q, delta)
+
+
+def _diag_logdet_terms(tril_p: jax.Array, tril_q: jax.Array) -> jax.Array:
+    """``sum_i phi(2 log M_ii)``, ``M_ii = L_p,ii / L_q,ii`` (positive diagonals)."""
+    diag_p = jnp.diagonal(tril_p, axis1=-2, axis2=-1)
     diag_q = jnp.diagonal(tril_q, axis1=-2, axis2=-1)
-    return 0.5 * (off + jnp.sum(phi_log_ratio(diag_p, diag_q, power=2), axis=-1) + _sumsq(z))
+    return jnp.sum(phi_log_ratio(diag_p, diag_q, power=2), axis=-1)
+
+
+@jax.custom_jvp
+def _full_q_twice_kl(tril_p: jax.Array, tril_q: jax.Array, delta: jax.Array) -> jax.Array:
+    """``2 KL`` for lower-triangular ``L_p, L_q`` with positive diagonals (``(*b, d, d)``) and
+    ``delta = mu_p - mu_q`` (``(*b, d)``): ``sum_{i>j} X_ij^2 + sum_i phi(2 log M_ii) + ||z||^2``
+    with ``X = L_q^{-1}(L_p - L_q)`` (whose strictly lower part is ``M``'s) and
+    ``z = L_q^{-1} delta``, one blocked solve that never stores ``X``."""
+    off, (z,) = tril_solve_sumsq(tril_q, tril_p - tril_q, [delta[..., None]])
+    return off + _diag_logdet_terms(tril_p, tril_q) + _sumsq(z)
+
+
+def _reverse(a: jax.Array) -> jax.Array:
+    return jnp.flip(a, axis=(-2, -1))
+
+
+@_full_q_twice_kl.defjvp
+def _full_q_twice_kl_jvp(primals, tangents):
+    r"""Closed-form derivatives, in difference form (exactly 0 at ``p == q``), from one solve for
+    ``X`` and ``z`` and one upper-triangular solve for ``G = L_q^{-T} X``, ``w = L_q^{-T} z``:
+
+    .. math::
+
+        \partial_{L_p} = \operatorname{tril}(2 G) + 2 \operatorname{diag}(1/L_{q,ii} - 1/L_{p,ii}),
+        \quad
+        \partial_{L_q} = -2 \operatorname{tril}(G + G X^T + w z^T)
+                          - 2 \operatorname{diag}(X_{ii} / L_{q,ii}),
+        \quad \partial_\delta = 2 w,
+
+    from ``d ||M||^2 = 2 tr(M^T L_q^{-1} dL_p) - 2 tr(L_q^{-T} M M^T dL_q^T)`` with
+    ``M M^T = I + X + X^T + X X^T`` (``L_q^{-T}`` is upper triangular, so the identity and
+    ``X^T`` terms reach the lower triangle only through the diagonal). The rule is ordinary JAX
+    code (the blocked solver), so Hessians differentiate it again.
+    """
+    tril_p, tril_q, delta = primals
+    d_lp, d_lq, d_delta = tangents
+    x, (z,) = solve_tril_tril(tril_q, tril_p - tril_q, [delta[..., None]])
+    diag_p = jnp.diagonal(tril_p, axis1=-2, axis2=-1)
+    diag_q = jnp.diagonal(tril_q, axis1=-2, axis2=-1)
+    out = _sumsq(jnp.tril(x, -1)) + _diag_logdet_terms(tril_p, tril_q) + _sumsq(z)
+    # L_q^{-T} [X, z] as a lower-triangular solve of the index-reversed system
+    upper = _reverse(jnp.swapaxes(tril_q, -1, -2))
+    sol = solve_tril(upper, jnp.flip(jnp.concatenate([x, z], axis=-1), axis=-2))
+    sol = jnp.flip(sol, axis=-2)
+    g, w = sol[..., :-1], sol[..., -1:]
+    inv_diff = (diag_p - diag_q) / (diag_p * diag_q)  # 1 / L_q,ii - 1 / L_p,ii
+    g_lp = jnp.tril(2.0 * g) + diag_embed(2.0 * inv_diff)
+    g_lq = -2.0 * (
+        jnp.tril(g + mm(g, jnp.swapaxes(x, -1, -2)) + w * jnp.swapaxes(z, -1, -2))
+        + diag_embed(jnp.diagonal(x, axis1=-2, axis2=-1) / diag_q)
+    )
+    tangent = (
+        jnp.sum(g_lp * d_lp, axis=(-2, -1))
+        + jnp.sum(g_lq * d_lq, axis=(-2, -1))
+        + 2.0 * jnp.sum(w[..., 0] * d_delta, axis=-1)
+    )
+    return out, tangent
 
 
 # Every pair of Gaussians; the diagonal pair (closer in the MRO) has its own kernel in diag.py.
@@ -836,6 +899,16 @@ def kl_full(
     checks.check_event_shapes(fn, ("mean_p", "mean_q"), (m_p.shape, m_q.shape))
     # (*b, d, d) factors: the trailing d is the latent axis, the rest broadcasts like a batch
     checks.check_event_shapes(fn, ("scale_tril_p", "scale_tril_q"), (l_p.shape, l_q.shape))
+    return _kl_full_kernel(m_p, l_p, m_q, l_q)
+
+
+@jax.jit
+def _kl_full_kernel(m_p, l_p, m_q, l_q):
+    """The compiled body of :func:`kl_full` (value checks, factor normalization, KL): an eager
+    call runs one executable instead of dispatching each step. The checked mode is part of the
+    jit cache key, so ``checked(kl_full)`` traces it again with its checks."""
+    fn = "kl_full"
+    names = ("mean_p", "scale_tril_p", "mean_q", "scale_tril_q")
     # the checked mode: kl_full's own messages come first (the FullGaussian built below checks
     # the same values again; the first failure is the one reported)
     for name, value in zip(names, (m_p, l_p, m_q, l_q), strict=True):
