@@ -45,6 +45,8 @@ __all__ = [
     "exact_gram",
     "exp_dw",
     "mm",
+    "qr_r_sorted",
+    "ridge_qr",
     "solve_tril",
     "solve_tril_tril",
     "trace_minus_logdet",
@@ -456,3 +458,50 @@ def exact_gram(a: jax.Array) -> tuple[jax.Array, jax.Array]:
                 prod = jnp.swapaxes(prod, -1, -2)
             acc = dw_add(acc, (prod, jnp.zeros_like(prod)))
     return acc
+
+
+def qr_r_sorted(a: jax.Array) -> jax.Array:
+    """``R`` of the Householder QR factorization of ``(*b, n, m)`` ``a`` (``n >= m``), rows
+    taken in the order of decreasing size first: row-wise stable (Cox & Higham, *Stability of
+    Householder QR factorization for weighted least squares problems*, 1998), so rows of
+    very different scales (whitened factors) each keep their relative precision in ``R^T R``.
+    """
+    size = lax.stop_gradient(jnp.max(jnp.abs(a), axis=-1))
+    order = jnp.argsort(-size, axis=-1)
+    return jnp.linalg.qr(jnp.take_along_axis(a, order[..., None], axis=-2), mode="r")
+
+
+def ridge_qr(v: jax.Array, z: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
+    """The Cholesky factor of ``K = I + V^T V`` without forming the Gram matrix, and the ridge
+    residual ``z^T (I + V V^T)^{-1} z`` (``(*b, m, m)`` factor of it) when ``z`` is given.
+
+    ``[V, z; I, 0] = Q R`` (Householder QR of the ``(d + k) x (k + m)`` stacked matrix, rows
+    sorted by decreasing norm so that the factorization is row-wise stable: rows of ``V`` at
+    scales ``1e-17 .. 1e16`` keep their relative precision). ``R^T R`` is
+    ``[K, V^T z; z^T V, z^T z]``, so ``L = R_11^T`` (diagonal made positive) and
+    ``R_22^T R_22 = z^T z - z^T V K^{-1} V^T z = z^T (I + V V^T)^{-1} z`` (Woodbury): a Schur
+    complement formed without a subtraction.
+
+    Args:
+      v: ``(*b, d, k)``.
+      z: ``(*b, d, m)`` or None.
+
+    Returns:
+      ``(L, R_22)``: ``(*b, k, k)`` lower triangular with positive diagonal, ``L L^T = K``; and
+      ``(*b, m, m)`` upper triangular with ``R_22^T R_22 = z^T (I + V V^T)^{-1} z`` (or None).
+    """
+    k = v.shape[-1]
+    batch = v.shape[:-2] if z is None else jnp.broadcast_shapes(v.shape[:-2], z.shape[:-2])
+    v = jnp.broadcast_to(v, (*batch, *v.shape[-2:]))
+    eye = jnp.broadcast_to(jnp.eye(k, dtype=v.dtype), (*batch, k, k))
+    top, bottom = v, eye
+    if z is not None:
+        z = jnp.broadcast_to(z, (*batch, *z.shape[-2:]))
+        m = z.shape[-1]
+        top = jnp.concatenate([v, z], axis=-1)
+        bottom = jnp.concatenate([eye, jnp.zeros((*batch, k, m), v.dtype)], axis=-1)
+    r = qr_r_sorted(jnp.concatenate([top, bottom], axis=-2))
+    r11 = r[..., :k, :k]
+    sign = jnp.where(jnp.diagonal(r11, axis1=-2, axis2=-1) < 0, -1.0, 1.0).astype(v.dtype)
+    chol = jnp.swapaxes(r11 * sign[..., :, None], -1, -2)
+    return chol, (None if z is None else r[..., k:, k:])
