@@ -80,7 +80,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -206,6 +206,50 @@ def _jackknife_var(theta: jax.Array) -> jax.Array:
     delete-one replicates ``theta`` (leading axis); a common shift changes nothing."""
     g = theta.shape[0]
     return (g - 1) / g * jnp.sum(jnp.square(theta - jnp.mean(theta, axis=0)), axis=0)
+
+
+def sample_sets(fn: str, x_p: Any, x_q: Any) -> tuple[jax.Array, jax.Array]:
+    """The two sample sets as float arrays of shapes ``(n, d)``, ``(m, d)``; errors under
+    ``fn``'s name; their values checked in the checked mode."""
+    x_p, x_q = as_float_arrays(fn, ("x_p", "x_q"), (x_p, x_q))
+    for name, x in (("x_p", x_p), ("x_q", x_q)):
+        if x.ndim != 2:
+            raise ValueError(
+                f"{fn}: '{name}' must be a 2-D (samples, dimensions) array, got shape {x.shape}"
+            )
+    if x_p.shape[1] != x_q.shape[1]:
+        raise ValueError(
+            f"{fn}: dimensions differ: 'x_p' has shape {x_p.shape} and 'x_q' has shape "
+            f"{x_q.shape} ({x_p.shape[1]} vs {x_q.shape[1]})"
+        )
+    checks.check_finite(fn, "x_p", x_p)
+    checks.check_finite(fn, "x_q", x_q)
+    return x_p, x_q
+
+
+def knn_options(
+    fn: str, k: Any, max_ties: Any, block_size: Any, n: int, m: int, d: int
+) -> tuple[tuple[float, ...], int, int]:
+    """Validates the kNN options (static ints) against the sample counts; returns
+    ``(weights, block_size, max_ties)`` (weights: :func:`knn_weights`)."""
+    if k is not None:
+        k = checks.static_int(fn, "k", k)
+        if k < 1:
+            raise ValueError(f"{fn}: k must be a positive int or None, got {k!r}")
+    max_ties = checks.static_int(fn, "max_ties", max_ties)
+    if max_ties < 0:
+        raise ValueError(f"{fn}: max_ties must be a non-negative int, got {max_ties!r}")
+    block_size = checks.static_int(fn, "block_size", block_size)
+    if block_size < 1:
+        raise ValueError(f"{fn}: block_size must be a positive int, got {block_size!r}")
+    rank = 1 if k is None else k
+    if n < rank + 2 or m < rank + 1:
+        raise ValueError(
+            f"{fn}: too few samples for k={rank}: 'x_p' has {n} (needs >= k + 2 = "
+            f"{rank + 2}: k neighbours besides itself, plus one for the error bar) and "
+            f"'x_q' has {m} (needs >= k + 1 = {rank + 1})"
+        )
+    return knn_weights(k, d, n, m), block_size, max_ties
 
 
 def knn_weights(k: int | None, d: int, n: int, m: int) -> tuple[float, ...]:
@@ -430,40 +474,11 @@ def kl_from_samples(
       Array(1.0..., dtype=float32)
     """
     fn = "kl_from_samples"
-    x_p, x_q = as_float_arrays(fn, ("x_p", "x_q"), (x_p, x_q))
-    for name, x in (("x_p", x_p), ("x_q", x_q)):
-        if x.ndim != 2:
-            raise ValueError(
-                f"{fn}: '{name}' must be a 2-D (samples, dimensions) array, got shape {x.shape}"
-            )
-    if x_p.shape[1] != x_q.shape[1]:
-        raise ValueError(
-            f"{fn}: dimensions differ: 'x_p' has shape {x_p.shape} and 'x_q' has shape "
-            f"{x_q.shape} ({x_p.shape[1]} vs {x_q.shape[1]})"
-        )
+    x_p, x_q = sample_sets(fn, x_p, x_q)
     n, d = x_p.shape
     m = x_q.shape[0]
-    checks.check_finite(fn, "x_p", x_p)
-    checks.check_finite(fn, "x_q", x_q)
     if method == "knn":
-        if k is not None:
-            k = checks.static_int(fn, "k", k)
-            if k < 1:
-                raise ValueError(f"{fn}: k must be a positive int or None, got {k!r}")
-        max_ties = checks.static_int(fn, "max_ties", max_ties)
-        if max_ties < 0:
-            raise ValueError(f"{fn}: max_ties must be a non-negative int, got {max_ties!r}")
-        block_size = checks.static_int(fn, "block_size", block_size)
-        if block_size < 1:
-            raise ValueError(f"{fn}: block_size must be a positive int, got {block_size!r}")
-        rank = 1 if k is None else k
-        if n < rank + 2 or m < rank + 1:
-            raise ValueError(
-                f"{fn}: too few samples for k={rank}: 'x_p' has {n} (needs >= k + 2 = "
-                f"{rank + 2}: k neighbours besides itself, plus one for the error bar) and "
-                f"'x_q' has {m} (needs >= k + 1 = {rank + 1})"
-            )
-        weights = knn_weights(k, d, n, m)
+        weights, block_size, max_ties = knn_options(fn, k, max_ties, block_size, n, m, d)
         return _knn_estimate(x_p, x_q, weights, min(block_size, n), max_ties)
     if method == "gaussian":
         if covariance not in ("full", "diag"):

@@ -26,12 +26,11 @@ from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 from jaxtyping import Float
 
-from gkl_jax._src import aggregate, checks, from_samples
+from gkl_jax._src import aggregate, from_samples
 from gkl_jax._src.base import BiasedEstimate, Estimate
 from gkl_jax._src.distributions.diag import DiagGaussian
 from gkl_jax._src.distributions.mixture import GaussianMixture
 from gkl_jax._src.mesh import batch_sharding, mesh_axis
-from gkl_jax._src.numerics import as_float_arrays
 
 __all__ = [
     "kl_aggregate_prior_sharded",
@@ -173,36 +172,9 @@ def kl_from_samples_sharded(
     """
     fn = "kl_from_samples_sharded"
     mesh, _, _ = mesh_axis(fn, mesh)
-    x_p, x_q = as_float_arrays(fn, ("x_p", "x_q"), (x_p, x_q))
-    for name, x in (("x_p", x_p), ("x_q", x_q)):
-        if x.ndim != 2:
-            raise ValueError(
-                f"{fn}: '{name}' must be a 2-D (samples, dimensions) array, got shape {x.shape}"
-            )
-    if x_p.shape[1] != x_q.shape[1]:
-        raise ValueError(
-            f"{fn}: dimensions differ: 'x_p' has shape {x_p.shape} and 'x_q' has shape "
-            f"{x_q.shape} ({x_p.shape[1]} vs {x_q.shape[1]})"
-        )
-    if k is not None:
-        k = checks.static_int(fn, "k", k)
-    block_size = checks.static_int(fn, "block_size", block_size)
-    max_ties = checks.static_int(fn, "max_ties", max_ties)
-    if (k is not None and k < 1) or block_size < 1 or max_ties < 0:
-        raise ValueError(
-            f"{fn}: need k >= 1, block_size >= 1 and max_ties >= 0, got k={k}, "
-            f"block_size={block_size}, max_ties={max_ties}"
-        )
-    n, m = x_p.shape[0], x_q.shape[0]
-    rank = 1 if k is None else k
-    if n < rank + 2 or m < rank + 1:
-        raise ValueError(
-            f"{fn}: too few samples for k={rank}: 'x_p' has {n} (needs >= {rank + 2}) and "
-            f"'x_q' has {m} (needs >= {rank + 1})"
-        )
-    checks.check_finite(fn, "x_p", x_p)
-    checks.check_finite(fn, "x_q", x_q)
-    weights = from_samples.knn_weights(k, x_p.shape[1], n, m)
+    x_p, x_q = from_samples.sample_sets(fn, x_p, x_q)
+    (n, d), m = x_p.shape, x_q.shape[0]
+    weights, block_size, max_ties = from_samples.knn_options(fn, k, max_ties, block_size, n, m, d)
     return _knn_sharded(x_p, x_q, mesh, weights, block_size, max_ties)
 
 
