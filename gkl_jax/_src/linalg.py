@@ -466,9 +466,30 @@ def qr_r_sorted(a: jax.Array) -> jax.Array:
     Householder QR factorization for weighted least squares problems*, 1998), so rows of
     very different scales (whitened factors) each keep their relative precision in ``R^T R``.
     """
+    order = sorted_rows(a)[..., None]
+    return jnp.linalg.qr(jnp.take_along_axis(a, order, axis=-2), mode="r")
+
+
+_INDEX_BITS = 20  # rows an exponent-keyed sort can order (the rest of a uint32 key: exponents)
+
+
+def sorted_rows(a: jax.Array) -> jax.Array:
+    """The indices of the rows of ``(*b, n, m)`` ``a`` by decreasing size (``max_j |a_ij|``),
+    to a factor of 2: rows are ordered by the binary exponent of their size (the row-wise
+    stability of :func:`qr_r_sorted` needs the scales in order, not the exact order of rows of
+    one scale), then by index. One ``uint32`` key per row -- exponent above, index below --
+    makes it a single-operand sort, ~5x faster on CPU than ``argsort`` of the sizes (a
+    two-operand sort); beyond ``2^20`` rows, ``argsort``."""
     size = lax.stop_gradient(jnp.max(jnp.abs(a), axis=-1))
-    order = jnp.argsort(-size, axis=-1)
-    return jnp.linalg.qr(jnp.take_along_axis(a, order[..., None], axis=-2), mode="r")
+    n = size.shape[-1]
+    if n >= 1 << _INDEX_BITS:
+        return jnp.argsort(-size, axis=-1)
+    _, e = jnp.frexp(size)  # size < 2^e (float32: e in [-148, 129]; float64: [-1073, 1025])
+    e = jnp.where(size > 0, e, -1100)  # zero rows last
+    high = (1100 - jnp.clip(e, -1100, 1100)).astype(jnp.uint32)
+    index = lax.broadcasted_iota(jnp.uint32, size.shape, size.ndim - 1)
+    key = jnp.sort((high << _INDEX_BITS) | index, axis=-1)
+    return (key & ((1 << _INDEX_BITS) - 1)).astype(jnp.int32)
 
 
 def ridge_qr(v: jax.Array, z: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
@@ -505,3 +526,40 @@ def ridge_qr(v: jax.Array, z: jax.Array | None = None) -> tuple[jax.Array, jax.A
     sign = jnp.where(jnp.diagonal(r11, axis1=-2, axis2=-1) < 0, -1.0, 1.0).astype(v.dtype)
     chol = jnp.swapaxes(r11 * sign[..., :, None], -1, -2)
     return chol, (None if z is None else r[..., k:, k:])
+
+
+def cap_solve(v: jax.Array, u: jax.Array) -> jax.Array:
+    """``(I + V V^T)^{-1} u`` for ``(*b, d, k)`` ``V`` and ``(*b, d, m)`` ``u``, row-wise accurate.
+
+    ``(I + V V^T)^{-1} u`` is the top block of the residual of the ridge problem
+    ``min_c ||[V; I] c - [u; 0]||^2``. The textbook ``u - V K^{-1} V^T u`` cancels in the rows
+    where ``V`` is huge (the result there is ``~u_i / |V_i|^2``: whitened factor rows at
+    ``1e16`` lose every digit). Here the residual comes from the Householder reflectors of the
+    row-sorted QR factorization of ``[V; I]`` (:func:`qr_r_sorted`): ``Q (0, (Q^T b)_2)``, whose
+    heavy rows are products, never differences. Differentiable to every order through
+    :func:`jax.lax.custom_linear_solve` (``C`` is symmetric; its derivatives act through the
+    product ``x + V V^T x``); the factorization is computed once and shared by the solves of
+    the derivatives.
+    """
+    batch = jnp.broadcast_shapes(v.shape[:-2], u.shape[:-2])
+    v = jnp.broadcast_to(v, (*batch, *v.shape[-2:]))
+    u = jnp.broadcast_to(u, (*batch, *u.shape[-2:]))
+    d, k = v.shape[-2:]
+    eye = jnp.broadcast_to(jnp.eye(k, dtype=v.dtype), (*batch, k, k))
+    stacked = lax.stop_gradient(jnp.concatenate([v, eye], axis=-2))
+    order = sorted_rows(stacked)[..., None]
+    iota = lax.broadcasted_iota(order.dtype, order.shape, order.ndim - 2)
+    back = jnp.put_along_axis(jnp.zeros_like(order), order, iota, axis=-2, inplace=False)
+    h, taus = jnp.linalg.qr(jnp.take_along_axis(stacked, order, axis=-2), mode="raw")
+    h = jnp.swapaxes(h, -1, -2)  # LAPACK layout: R above, the reflectors below the diagonal
+
+    def solve(_, b):
+        b = jnp.concatenate([b, jnp.zeros((*b.shape[:-2], k, b.shape[-1]), b.dtype)], axis=-2)
+        c = lax.linalg.ormqr(h, taus, jnp.take_along_axis(b, order, axis=-2), transpose=True)
+        c = lax.linalg.ormqr(h, taus, c.at[..., :k, :].set(0), transpose=False)
+        return jnp.take_along_axis(c, back, axis=-2)[..., :d, :]
+
+    def matvec(x):
+        return x + mm(v, mm(jnp.swapaxes(v, -1, -2), x))
+
+    return lax.custom_linear_solve(matvec, u, solve, symmetric=True)
