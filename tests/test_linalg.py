@@ -82,7 +82,8 @@ def test_cap_solve_derivatives_match_dense_solve(x64):
 
     np.testing.assert_allclose(ours(v, u), dense(v, u), rtol=1e-13)
     for derivative in (jax.grad, jax.jacfwd):
-        for got, want in zip(derivative(ours, (0, 1))(v, u), derivative(dense, (0, 1))(v, u)):
+        got_all, want_all = derivative(ours, (0, 1))(v, u), derivative(dense, (0, 1))(v, u)
+        for got, want in zip(got_all, want_all, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-13)
     np.testing.assert_allclose(
         jax.hessian(ours)(v, u), jax.hessian(dense)(v, u), rtol=1e-10, atol=1e-12
