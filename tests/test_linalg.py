@@ -70,8 +70,8 @@ def test_cap_solve_derivatives_match_dense_solve(x64):
     from gkl_jax._src.linalg import cap_solve
 
     rng = np.random.default_rng(0)
-    v = rng.standard_normal((3, 6, 2)) * np.exp(rng.uniform(-2, 2, (3, 6, 1)))
-    u = rng.standard_normal((6, 2))  # broadcast against v's batch
+    v = jnp.asarray(rng.standard_normal((3, 6, 2)) * np.exp(rng.uniform(-2, 2, (3, 6, 1))))
+    u = jnp.asarray(rng.standard_normal((6, 2)))  # broadcast against v's batch
 
     def ours(v, u):
         return jnp.sum(jnp.sin(cap_solve(v, u)))
@@ -95,6 +95,8 @@ def test_cap_solve_derivatives_match_dense_solve(x64):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_sorted_rows_decreasing_to_a_factor_of_two(dtype, request):
+    import jax.numpy as jnp
+
     from gkl_jax._src.linalg import sorted_rows
 
     if dtype == "float64":
@@ -103,7 +105,7 @@ def test_sorted_rows_decreasing_to_a_factor_of_two(dtype, request):
     spread = 80.0 if dtype == "float32" else 650.0
     a = _spread_factor(rng, (3,), 500, 4, spread).astype(dtype)
     a[:, 7] = 0.0  # a zero row goes last
-    order = np.asarray(sorted_rows(a))
+    order = np.asarray(sorted_rows(jnp.asarray(a)))
     assert sorted(order[0]) == list(range(500))
     size = np.max(np.abs(np.take_along_axis(a, order[..., None], axis=-2)), axis=-1)
     assert np.all(size[:, 1:] < 2 * size[:, :-1] + (size[:, :-1] == 0)), "not decreasing"
