@@ -486,8 +486,9 @@ def householder(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     The same arithmetic as LAPACK's unblocked ``geqr2`` (norms scaled against overflow), with
     no library call: batched factorizations of tall matrices in XLA:CPU's LAPACK kernels share
     the intra-op thread pool with the rest of the program and can deadlock when two run at
-    once (jaxlib 0.10); these ``m`` steps of ``O(n m)`` fused array operations cannot, run
-    unchanged on every backend, and are differentiable (``a`` must have full column rank).
+    once (jaxlib 0.10); these ``m`` steps of ``O(n m)`` fused array operations cannot and
+    run unchanged on every backend. :func:`cap_solve` calls it on stop-gradient input (its
+    derivatives come from its own solves); ``a`` must have full column rank.
     """
     n, m = a.shape[-2:]
     rows = lax.broadcasted_iota(jnp.int32, (n, 1), 0)
