@@ -1,5 +1,6 @@
 """Test configuration: strict rank promotion, a persistent compilation cache, shared fixtures."""
 
+import gc
 import os
 import pathlib
 
@@ -26,6 +27,20 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 # @settings(max_examples=...) still applies.
 settings.register_profile("gkl_jax", derandomize=True, deadline=None, print_blob=True)
 settings.load_profile("gkl_jax")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Frees every compiled program after each test module (``jax.clear_caches``).
+
+    Each XLA:CPU executable that stays alive keeps its code mapped; a worker that runs a few
+    hundred test modules' programs passed 40000 memory mappings at 40% of the suite, and at the
+    kernel's limit (``vm.max_map_count``, 65530 by default) the next compilation crashes the
+    process (a segmentation fault inside XLA's compiler). Programs needed again come back from
+    the persistent compilation cache."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture
