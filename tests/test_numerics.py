@@ -14,6 +14,7 @@ from gkl_jax._src.numerics import (
     phi,
     phi_diff,
     phi_log_ratio,
+    ratio_minus_one,
     sum_last,
 )
 from tests.helpers import max_rel_err, phi_exact
@@ -145,6 +146,56 @@ def test_log_ratio_matches_mpmath_in_every_regime():
     nonzero = ref != 0
     assert np.all(got[~nonzero] == 0)
     assert max_rel_err(got[nonzero], ref[nonzero]) < 3e-7
+
+
+def _mp_ratio(a, b, power):
+    return (mpmath.mpf(float(a)) / mpmath.mpf(float(b))) ** power
+
+
+def _tiny_and_huge_pairs(rng, n=3000):
+    """float32 pairs at every scale, many of them nearly equal, many at 1e-30..1e-37 where the
+    plain difference a - b underflows (XLA flushes subnormals to zero)."""
+    a = np.exp(rng.uniform(-88, 88, n)).astype(np.float32)
+    a[: n // 3] = np.exp(rng.uniform(-85, -69, n // 3)).astype(np.float32)  # a ~ 1e-37..1e-30
+    rel = rng.choice([1e-7, 1e-6, 1e-4, 1e-2, 0.3, 0.45, 0.55, 1.5, 3.0, 1e6], n)
+    with np.errstate(over="ignore"):
+        b = (a * (1 + rel * rng.choice([-1, 1], n))).astype(np.float32)
+    b = np.where(b > 0, b, a / 7).astype(np.float32)
+    tiny = np.finfo(np.float32).tiny  # XLA flushes subnormals to zero
+    keep = np.isfinite(b) & (b >= tiny) & (a >= tiny) & (a != b)
+    return a[keep], b[keep]
+
+
+def test_log_ratio_of_tiny_nearly_equal_numbers_keeps_its_digits():
+    """a, b ~ 1e-32 differing by one part in 10^4..10^7: a - b is subnormal and flushed to zero on
+    CPU, so a log-ratio through a - b returned 0 (100% error); the mantissa split does not."""
+    rng = np.random.default_rng(11)
+    a, b = _tiny_and_huge_pairs(rng)
+    got = np.asarray(jax.jit(log_ratio)(jnp.asarray(a), jnp.asarray(b)), np.float64)
+    ref = np.array([float(mpmath.log(_mp_ratio(x, y, 1))) for x, y in zip(a, b, strict=True)])
+    assert max_rel_err(got, ref) < 2.5e-7
+    tiny = a < 1e-29
+    assert tiny.sum() > 500 and max_rel_err(got[tiny], ref[tiny]) < 2.5e-7
+
+
+@pytest.mark.parametrize("power", [1, 2])
+def test_ratio_minus_one_matches_mpmath_at_every_scale(power):
+    rng = np.random.default_rng(12 + power)
+    a, b = _tiny_and_huge_pairs(rng)
+    with np.errstate(over="ignore"):
+        ref = np.array([float(_mp_ratio(x, y, power) - 1) for x, y in zip(a, b, strict=True)])
+    # inv_b = 1 / b is flushed to zero for b > 2^126 (see the docstring)
+    ok = np.isfinite(ref) & (np.abs(ref) < 1e30) & (b < 2.0**126)
+    a_j, b_j = jnp.asarray(a[ok]), jnp.asarray(b[ok])
+    got = jax.jit(ratio_minus_one, static_argnums=3)(a_j, b_j, 1.0 / b_j, power)
+    assert max_rel_err(got, ref[ok]) < 6e-7
+    # its derivative: power * t^power * (da / a - db / b)
+    ga, gb = jax.vmap(jax.grad(ratio_minus_one, argnums=(0, 1)), in_axes=(0, 0, 0, None))(
+        a_j[:20], b_j[:20], 1.0 / b_j[:20], power
+    )
+    t = (a[ok][:20].astype(np.float64) / b[ok][:20]) ** power
+    np.testing.assert_allclose(ga, power * t / a[ok][:20], rtol=1e-5)
+    np.testing.assert_allclose(gb, -power * t / b[ok][:20], rtol=1e-5)
 
 
 def test_log_ratio_extreme_ratios_do_not_overflow():

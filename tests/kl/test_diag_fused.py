@@ -134,3 +134,45 @@ def test_forward_is_one_elementwise_fusion_per_parametrization():
         entry = text[text.index("ENTRY") :]
         loops = re.findall(r"= f32\[64,8\]\{1,0\} fusion\(", entry)
         assert len(loops) == 1, (param, entry)
+
+
+@pytest.mark.parametrize("param", ["var", "std"])
+def test_value_and_grad_of_variances_is_six_loops_without_a_recomputed_log_ratio(param):
+    """Value + gradient of the variance / standard-deviation KL: the reciprocal of q's spread,
+    the value (with the log-ratio series) and one loop per gradient; the gradient loops hold no
+    division but the reciprocal of p's spread, i.e. no log-ratio (it has one division) and no
+    series of phi. Autodiff of the hand-written formula compiles to seven loops."""
+    x = jnp.ones((64, 8), jnp.float32)
+    vg = jax.value_and_grad(lambda *a: jnp.sum(kl_diag(*a, param=param)), argnums=(0, 1, 2, 3))
+    text = jax.jit(vg).lower(x, x, x, x).compile().as_text()
+    entry = text[text.index("ENTRY") :]
+    assert len(re.findall(r"= f32\[64,8\]\{1,0\} fusion\(", entry)) <= 6, entry
+    # the series of phi (degree 11, coefficient 1/11!) is evaluated in exactly one loop
+    bodies = text.split("\n%")
+    series = [b for b in bodies if "2.50521079e-08" in b]
+    assert len(series) == 1, series
+
+
+def test_gradients_of_variances_at_tiny_scales_match_float64():
+    """Nearly equal variances ~1e-32 (standard deviations ~1e-16): the difference of the two
+    underflows in float32, the gradients keep their digits anyway."""
+    rng = np.random.default_rng(5)
+    shape = (4, 16)
+    lv_p = rng.uniform(-75, -70, shape)
+    lv_q = lv_p + rng.choice([1e-6, 1e-4, 1e-2, 1.0], shape) * rng.choice([-1, 1], shape)
+    mp = rng.normal(size=shape) * 1e-16
+    mq = mp + 1e-17 * rng.normal(size=shape)
+    ref = kl_diag_grad_f64(mp, lv_p, mq, lv_q)
+    for param in ("var", "std"):
+        args = [np.float32(a) for a in (mp, _spread(lv_p, param), mq, _spread(lv_q, param))]
+        grads = jax.grad(
+            lambda *a, param=param: jnp.sum(kl_diag(*a, param=param)), argnums=(0, 1, 2, 3)
+        )(*(jnp.asarray(a) for a in args))
+        # chain rule from log-variance to the spread: d lv / d var = 1 / var, d lv / d std = 2 / std
+        k = 1.0 if param == "var" else 2.0
+        sp, sq = (np.float64(a) for a in (args[1], args[3]))
+        lp32, lq32 = (k * np.log(s) for s in (sp, sq))
+        ref = kl_diag_grad_f64(np.float64(args[0]), lp32, np.float64(args[2]), lq32)
+        expected = (ref[0], ref[1] * k / sp, ref[2], ref[3] * k / sq)
+        for g, e in zip(grads, expected, strict=True):
+            np.testing.assert_allclose(np.asarray(g, np.float64), e, rtol=2e-5)

@@ -78,11 +78,13 @@ def _parts(mp, sp, mq, sq, param):
         ph, em1 = phi_expm1(d, err)
         zz = z * z
         return 0.5 * (zz + ph), (z * s, 0.5 * em1, -0.5 * (zz + em1))
-    ph, em1 = ratio_parts(sp, sq, 1 if param == "var" else 2)
-    inv_p, inv_q = 1.0 / sp, 1.0 / sq  # one division each, shared by value and gradients
+    ph, em1, inv_q = ratio_parts(sp, sq, 1 if param == "var" else 2)
+    inv_p = 1.0 / sp  # used by one gradient only: XLA computes it in that gradient's loop
     if param == "var":
-        g_m = diff * inv_q
-        zz = diff * g_m
+        # g_m is an output of its own: its own division keeps XLA from writing diff and
+        # diff / sq to memory for the value and the other gradients (measured: 9 -> 6 loops)
+        g_m = diff / sq
+        zz = (diff * inv_q) * diff
         return 0.5 * (zz + ph), (g_m, 0.5 * em1 * inv_p, -0.5 * (zz + em1) * inv_q)
     z = diff * inv_q
     zz = z * z
