@@ -22,6 +22,7 @@ scripts measure over many seeds or in several processes (minutes each) and run o
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import os
 import pathlib
@@ -71,7 +72,7 @@ def _diag_small(quick: bool) -> str:
 def _diag_large(quick: bool) -> str:
     if quick:  # the peers ran in diag_small already
         return diag_bench.speed(256, 64, rounds=2, calls=2, peers=False)
-    return diag_bench.speed(4096, 512, rounds=11, calls=5)
+    return diag_bench.speed(4096, 512, rounds=21, calls=5)
 
 
 @section("diag_structure")
@@ -166,22 +167,33 @@ def _knn_speed(quick: bool) -> str:
 
 
 def sections() -> dict[str, Section]:
-    """Built-ins, with every plug-in module that exists replacing or adding its name."""
+    """Built-ins, with every plug-in module that exists replacing or adding its name.
+
+    Plug-ins are read, not imported, to find out what they define: a stand-alone script may set
+    process-wide options at import (``sharding.py`` asks XLA for 8 CPU devices, which would
+    change every other section's timings); it runs in its own process."""
     out = dict(SECTIONS)
     for name in PLUGINS:
-        try:
-            mod = importlib.import_module(f"benchmarks.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"benchmarks.{name}":
-                raise
+        path = HERE / f"{name}.py"
+        if not path.exists():
             if name not in out:
                 out[name] = _missing(name)
             continue
-        if hasattr(mod, "run"):
-            out[name] = mod.run
-        elif hasattr(mod, "main"):
+        defined = {
+            node.name
+            for node in ast.parse(path.read_text()).body
+            if isinstance(node, ast.FunctionDef)
+        }
+        if "run" in defined:
+            out[name] = _plugin(name)
+        elif "main" in defined:
             out[name] = _script(name)
     return out
+
+
+def _plugin(name: str) -> Section:
+    """A plug-in module's ``run(quick)``, imported when its section runs."""
+    return lambda quick: importlib.import_module(f"benchmarks.{name}").run(quick)
 
 
 def _script(name: str) -> Section:
