@@ -6,9 +6,9 @@ The two building blocks of every closed form in gkl_jax are
 
 * ``phi(x) = e^x - 1 - x`` (>= 0 for every real ``x``), evaluated without the cancellation that
   ruins ``exp(x) - 1 - x`` near ``x = 0``, and
-* ``log_ratio(a, b) = log(a / b)`` for positive ``a, b``, evaluated as ``log1p((a - b) / b)`` when
-  ``a`` and ``b`` are close, so that the log of the ratio of two nearly equal numbers keeps its
-  digits (a difference of two rounded logs does not).
+* ``log_ratio(a, b) = log(a / b)`` for positive ``a, b``, evaluated from the exact difference of
+  the two mantissas (``2 atanh``), so that the log of the ratio of two nearly equal numbers keeps
+  its digits (a difference of two rounded logs does not).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ _LOG1P_F64_BAD = (-0.45, -0.3)
 
 
 def log1p(x: ArrayLike) -> jax.Array:
-    """``log(1 + x)`` to <= 2 ulp on ``[-0.5, 1]`` (the arguments of :func:`log_ratio`).
+    """``log(1 + x)`` to <= 2 ulp on ``[-0.5, 1]``.
 
     float32 and narrower: ``jnp.log1p`` (measured <= 2.4 ulp there on CPU). float64: XLA's CPU
     ``log1p`` is up to 128 ulp off for ``x`` in about ``[-0.414, -0.351]`` (it reaches the
@@ -215,8 +215,9 @@ def log_ratio(a: ArrayLike, b: ArrayLike) -> jax.Array:
     sqrt(2)]``: ``m_a - m_b`` is exact (Sterbenz), so a tiny log-ratio keeps every digit even
     where ``a - b`` itself would underflow (``a, b ~ 1e-32`` in float32), and nothing overflows
     for any ratio. ``2 atanh`` is an odd polynomial for arguments below 0.1716 (degree 9 in
-    float32, 19 in float64): one division, no transcendental call. Measured <= 1.5 ulp in
-    float32 and <= 4 ulp in float64 against mpmath. The derivative is ``(da / a) - (db / b)``.
+    float32, 19 in float64): one division, no transcendental call. Measured against mpmath on
+    20000 pairs over all scales: relative error <= 1.7e-7 in float32, <= 4.4e-16 in float64.
+    The derivative is ``(da / a) - (db / b)``.
 
     Non-positive inputs give NaN or -inf, as ``log`` would; the checked mode reports them.
     """

@@ -10,7 +10,7 @@ For diagonal Gaussians ``p = N(mu_p, diag(v_p))`` and ``q = N(mu_q, diag(v_q))``
 
 Every term is a sum of two non-negative numbers, each computed to a few ulp: ``phi`` has no
 cancellation near 0 (:func:`gkl_jax.phi`) and the log-ratio of two variances or standard
-deviations given directly is ``log1p`` of their relative difference
+deviations given directly comes from the exact difference of their mantissas
 (:func:`gkl_jax._src.numerics.log_ratio`). Hence ``KL >= 0`` always, ``KL(p, p) == 0`` exactly,
 and a pair that differs by one part in a million keeps float32 precision -- where the textbook
 formula ``0.5 * (log(v_q / v_p) + v_p / v_q + (mu_p - mu_q)^2 / v_q - 1)`` loses every digit.
@@ -176,7 +176,7 @@ def kl_diag(
         per-dimension terms, ``None`` sums everything.
       param: ``"log_var"`` (default), ``"var"`` or ``"std"``: how the 2nd and 4th arguments are
         given. Each is equally accurate; the log of a ratio of two variances or standard deviations
-        is taken as ``log1p`` of their relative difference.
+        comes from the exact difference of their mantissas, not from two rounded logs.
 
     Returns:
       The KL divergence, float32 for bfloat16/float16/float32 inputs and float64 for float64
