@@ -162,7 +162,6 @@ def test_gradients_of_variances_at_tiny_scales_match_float64():
     lv_q = lv_p + rng.choice([1e-6, 1e-4, 1e-2, 1.0], shape) * rng.choice([-1, 1], shape)
     mp = rng.normal(size=shape) * 1e-16
     mq = mp + 1e-17 * rng.normal(size=shape)
-    ref = kl_diag_grad_f64(mp, lv_p, mq, lv_q)
     for param in ("var", "std"):
         args = [np.float32(a) for a in (mp, _spread(lv_p, param), mq, _spread(lv_q, param))]
         grads = jax.grad(
@@ -171,8 +170,8 @@ def test_gradients_of_variances_at_tiny_scales_match_float64():
         # chain rule from log-variance to the spread: d lv / d var = 1 / var, d lv / d std = 2 / std
         k = 1.0 if param == "var" else 2.0
         sp, sq = (np.float64(a) for a in (args[1], args[3]))
-        lp32, lq32 = (k * np.log(s) for s in (sp, sq))
-        ref = kl_diag_grad_f64(np.float64(args[0]), lp32, np.float64(args[2]), lq32)
+        lv_p32, lv_q32 = (k * np.log(s) for s in (sp, sq))  # log-variances of the float32 inputs
+        ref = kl_diag_grad_f64(np.float64(args[0]), lv_p32, np.float64(args[2]), lv_q32)
         expected = (ref[0], ref[1] * k / sp, ref[2], ref[3] * k / sq)
         for g, e in zip(grads, expected, strict=True):
             np.testing.assert_allclose(np.asarray(g, np.float64), e, rtol=2e-5)
