@@ -15,6 +15,7 @@ Sections (each a markdown string), called by ``benchmarks/run.py``:
 
 from __future__ import annotations
 
+import functools
 import re
 
 import jax
@@ -245,17 +246,51 @@ def _full_args(batch, dim, seed=0):
     return tuple(jnp.asarray(a) for a in (mp, tril(), mq, tril()))
 
 
+def _mixture_pair(batch, dim, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def mixture():
+        mean = jnp.asarray(rng.normal(size=(batch, 4, dim)), jnp.float32)
+        log_var = jnp.asarray(rng.uniform(-0.5, 0.5, size=(batch, 4, dim)), jnp.float32)
+        logits = jnp.asarray(rng.normal(size=(batch, 4)), jnp.float32)
+        return gkl_jax.GaussianMixture(logits, gkl_jax.DiagGaussian(mean, log_var))
+
+    return mixture(), mixture()
+
+
 def eager(rows: int, dim: int, *, rounds: int, calls: int) -> str:
     args = inputs(rows, dim)
     lv = args["log_var"]
     pair = (gkl_jax.DiagGaussian(lv[0], lv[1]), gkl_jax.DiagGaussian(lv[2], lv[3]))
     full = _full_args(max(rows // 64, 2), min(dim, 32))
+    full_pair = tuple(gkl_jax.FullGaussian(m, t) for m, t in (full[:2], full[2:]))
+    mix = _mixture_pair(max(rows // 4, 2), min(dim, 16))
+    key = jax.random.key(0)
     fns = {
         "kl_diag (log_var)": (gkl_jax.kl_diag, lv),
         "kl_diag (std)": (_gkl("std"), args["std"]),
         "kl_diag_standard": (gkl_jax.kl_diag_standard, lv[:2]),
         "kl(DiagGaussian, DiagGaussian)": (gkl_jax.kl, pair),
         f"kl_full ({full[1].shape[0]}, {full[1].shape[1]})": (gkl_jax.kl_full, full),
+        "jeffreys(DiagGaussian, DiagGaussian)": (gkl_jax.jeffreys, pair),
+        "cross_entropy(DiagGaussian, DiagGaussian)": (gkl_jax.cross_entropy, pair),
+        f"hellinger(FullGaussian, FullGaussian) {full[1].shape[:2]}": (
+            gkl_jax.hellinger,
+            full_pair,
+        ),
+        "renyi(alpha=0.3) (DiagGaussian, DiagGaussian)": (
+            functools.partial(gkl_jax.renyi, alpha=0.3),
+            pair,
+        ),
+        f"kl_mixture_variational, 4 components {mix[0].batch_shape}": (
+            gkl_jax.kl_mixture_variational,
+            mix,
+        ),
+        "kl_mixture_upper_bound, same": (gkl_jax.kl_mixture_upper_bound, mix),
+        "kl_mc(num_samples=64) (DiagGaussian, DiagGaussian)": (
+            functools.partial(gkl_jax.kl_mc, num_samples=64),
+            (key, *pair),
+        ),
     }
     compile_s = {}
     cases = {}

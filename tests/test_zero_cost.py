@@ -576,3 +576,20 @@ def test_chexify_outside_checking_sees_no_check():
     fn, _, bad, _ = CASES["kl_diag"]
     out = chex.chexify(fn, async_check=False)(*bad)
     assert np.isnan(np.asarray(out)[0]) and np.isfinite(np.asarray(out)[1])
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("kl", (make("diag", MEAN), make("diag", MEAN[::-1]))),
+        ("kl", (DiagGaussian.from_std(MEAN, jnp.exp(LOG_VAR)), DiagGaussian(MEAN, LOG_VAR))),
+        ("kl", (make("full", MEAN), make("low_rank", MEAN[::-1]))),
+        ("kl_diag", (MEAN, LOG_VAR, MEAN[::-1], LOG_VAR[::-1])),
+        ("kl_diag_standard", (MEAN, LOG_VAR)),
+    ],
+)
+def test_an_eager_call_runs_one_compiled_function(name, args):
+    # an eager call must not dispatch casts, checks or kernel pieces one by one: everything
+    # between the Python argument handling and the result is a single jit call
+    jaxpr = jax.make_jaxpr(getattr(gkl_jax, name))(*args)
+    assert [e.primitive.name for e in jaxpr.eqns] == ["jit"]

@@ -13,6 +13,7 @@ One concept per file::
                             overrides) behind kl, the divergences and the Monte Carlo parts
     numerics.py             phi(x) = e^x - 1 - x, exact log-ratios, the dtype policy, row sums
     checks.py               trace-time shape/dtype errors; value checks only in checked mode
+    eager.py                compiled: an eager call of a public function runs one executable
     linalg.py               blocked triangular solves, Woodbury capacitance, whitening
     distributions/diag.py       DiagGaussian (keeps log_var | var | std as given)
     distributions/full.py       FullGaussian (Cholesky factor)

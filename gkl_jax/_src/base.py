@@ -344,7 +344,10 @@ class BiasedEstimate(Estimate):
 def check_argument_values(fn: str, **args: Any) -> None:
     """Checked mode: :meth:`Distribution.check_values` of each argument that is a distribution
     (``check_argument_values("kl", p=p, q=q)``); other arguments (a callable log-density) are
-    skipped. Outside the checked mode nothing is traced."""
+    skipped. Outside the checked mode nothing is traced, and nothing is looked up (an eager call
+    pays for no bound-method object)."""
+    if not checks.value_checks_enabled():
+        return
     for name, arg in args.items():
         if isinstance(arg, Distribution):
             arg.check_values(fn, name)

@@ -113,6 +113,8 @@ def check_event_shapes(
                 f"{fn}: latent sizes (last axis) differ: '{first_name}' has shape {first} and "
                 f"'{name}' has shape {shape} ({first[-1]} vs {shape[-1]})"
             )
+    if all(shape == first for shape in shapes[1:]):  # the common case, without broadcasting
+        return tuple(first[:-1]), first[-1]
     batch: tuple[int, ...] = ()
     seen: list[str] = []
     for name, shape in zip(names, shapes, strict=True):
@@ -327,8 +329,9 @@ def check_gaussian_pair(fn: str, p: Any, q: Any) -> tuple[Any, Any, tuple[int, .
         named.extend(g.named_leaves(arg))
     names, leaves = zip(*named, strict=True)
     dtype = compute_dtype(fn, names, leaves)  # a dtype error first, before any value check
-    for arg, g in (("p", p), ("q", q)):
-        g.check_values(fn, arg)
+    if value_checks_enabled():
+        for arg, g in (("p", p), ("q", q)):
+            g.check_values(fn, arg)
     p, q = (jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), g) for g in (p, q))
     batch, d = check_event_shapes(
         fn, ("p", "q"), ((*p.batch_shape, p.event_size), (*q.batch_shape, q.event_size))

@@ -86,6 +86,7 @@ from gkl_jax._src.dispatch import Operation
 from gkl_jax._src.distributions.diag import DiagGaussian, log_var_ratio
 from gkl_jax._src.distributions.full import FullGaussian
 from gkl_jax._src.distributions.low_rank import LowRankGaussian
+from gkl_jax._src.eager import compiled
 from gkl_jax._src.kl.registry import kl
 from gkl_jax._src.kl.structured import diag_part, structure
 from gkl_jax._src.linalg import HI, diag_embed, mm, solve_tril_tril, trace_minus_logdet
@@ -626,6 +627,7 @@ def _renyi(p: Any, q: Any, alpha: float, fn: str = "renyi") -> jax.Array:
     return spectral / (2.0 * (1.0 - alpha)) + 0.5 * alpha * maha
 
 
+@compiled(static=("alpha",))
 def renyi(p: Any, q: Any, *, alpha: float) -> Float[Array, "*#b"]:
     r"""Renyi divergence ``D_alpha(p || q) = log(int p^alpha q^(1 - alpha)) / (alpha - 1)``.
 
@@ -686,6 +688,7 @@ def renyi(p: Any, q: Any, *, alpha: float) -> Float[Array, "*#b"]:
     return _renyi(p, q, alpha, "renyi")
 
 
+@compiled()
 def bhattacharyya(p: Any, q: Any) -> Float[Array, "*#b"]:
     r"""Bhattacharyya distance ``D_B(p, q) = -log int sqrt(p q)`` (symmetric, ``>= 0``).
 
@@ -725,6 +728,7 @@ def _bhattacharyya(fn: str, p: Any, q: Any) -> jax.Array:
     return 0.5 * _renyi(p, q, 0.5, fn)
 
 
+@compiled()
 def hellinger(p: Any, q: Any) -> Float[Array, "*#b"]:
     r"""Squared Hellinger distance ``H^2(p, q) = 1 - int sqrt(p q) = 1 - exp(-D_B)``, in ``[0, 1]``.
 
@@ -755,6 +759,7 @@ def hellinger(p: Any, q: Any) -> Float[Array, "*#b"]:
     return -jnp.expm1(-_bhattacharyya("hellinger", p, q))
 
 
+@compiled()
 def jeffreys(p: Any, q: Any) -> Float[Array, "*#b"]:
     r"""Jeffreys divergence (symmetrized KL) ``J(p, q) = KL(p || q) + KL(q || p)``.
 

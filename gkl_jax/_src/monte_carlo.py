@@ -90,6 +90,7 @@ from gkl_jax._src.base import BiasedEstimate, Distribution, Estimate, check_argu
 from gkl_jax._src.dispatch import Operation
 from gkl_jax._src.distributions.diag import DiagGaussian, log_var_ratio
 from gkl_jax._src.distributions.mixture import GaussianMixture
+from gkl_jax._src.eager import compiled
 from gkl_jax._src.interop_hook import as_distribution
 from gkl_jax._src.kl.registry import kl_op
 from gkl_jax._src.numerics import align_ranks, compute_dtype, expm1, phi
@@ -398,6 +399,9 @@ def _validated_dtype(fn: str, p: Any, q: Any) -> tuple[Any, Any]:
     return cast(p), cast(q)
 
 
+@compiled(
+    static=("num_samples", "estimator", "antithetic", "control_variates", "stick_the_landing")
+)
 def kl_mc(
     key: jax.Array,
     p: Any,

@@ -24,6 +24,7 @@ from jaxtyping import Array, Float
 from gkl_jax._src.base import Gaussian, check_argument_values
 from gkl_jax._src.distributions.diag import DiagGaussian
 from gkl_jax._src.distributions.mixture import GaussianMixture
+from gkl_jax._src.eager import compiled
 from gkl_jax._src.interop_hook import as_distribution
 from gkl_jax._src.kl.registry import Axis, kl_op, kl_terms, reduce_pair
 from gkl_jax._src.numerics import LOG_2PI, align_ranks
@@ -60,6 +61,7 @@ def _gaussian_parts(p: Gaussian, q: Any):
     return per_example, per_dimension
 
 
+@compiled(static=("axis",))
 def cross_entropy(p: Any, q: Any, *, axis: Axis = -1) -> Float[Array, "..."]:
     r"""The cross-entropy ``H(p, q) = -E_p[log q(x)] = KL(p || q) + H(p)``, exactly.
 

@@ -33,6 +33,7 @@ from gkl_jax._src.base import check_argument_values
 from gkl_jax._src.dispatch import Operation
 from gkl_jax._src.distributions.diag import DiagGaussian
 from gkl_jax._src.distributions.mixture import GaussianMixture
+from gkl_jax._src.eager import compiled
 from gkl_jax._src.kl.registry import kl
 from gkl_jax._src.numerics import align_ranks
 
@@ -88,6 +89,7 @@ def _prepare(fn: str, p: Any, q: Any) -> tuple[GaussianMixture, GaussianMixture]
     return f, g
 
 
+@compiled()
 def kl_mixture_variational(p: Mixable, q: Mixable) -> Float[Array, "*#b"]:
     r"""Hershey & Olsen's variational **approximation** of ``KL(p || q)`` for Gaussian mixtures.
 
@@ -152,6 +154,7 @@ def kl_mixture_variational(p: Mixable, q: Mixable) -> Float[Array, "*#b"]:
     return jnp.sum(jnp.exp(log_pi) * (num - den), axis=-1)
 
 
+@compiled(static=("num_iters",))
 def kl_mixture_upper_bound(p: Mixable, q: Mixable, *, num_iters: int = 10) -> Float[Array, "*#b"]:
     r"""Hershey & Olsen's variational **upper bound** on ``KL(p || q)`` for Gaussian mixtures.
 
