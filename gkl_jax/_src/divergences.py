@@ -89,7 +89,15 @@ from gkl_jax._src.distributions.low_rank import LowRankGaussian
 from gkl_jax._src.eager import compiled
 from gkl_jax._src.kl.registry import kl
 from gkl_jax._src.kl.structured import diag_part, structure
-from gkl_jax._src.linalg import HI, diag_embed, mm, solve_tril_tril, trace_minus_logdet
+from gkl_jax._src.linalg import (
+    HI,
+    cholesky,
+    diag_embed,
+    mm,
+    solve_triangular,
+    solve_tril_tril,
+    trace_minus_logdet,
+)
 from gkl_jax._src.numerics import align_ranks, expm1, log_ratio, phi
 from gkl_jax._src.numerics import log1p as _log1p
 
@@ -321,10 +329,10 @@ def _renyi_tri(b: Any, o: Any, alpha: float, batch, d, dtype):
     f_b, pivot = trace_minus_logdet(beta * e_near, with_min_pivot=True)
     near_value = beta * trace_minus_logdet(e_near) - f_b
     # elsewhere: log det(I + beta E) - beta log det A
-    chol = jnp.linalg.cholesky(_plus_eye(beta * e))
+    chol = cholesky(_plus_eye(beta * e))
     far_value = _log_det_chol(chol) - beta * log_det_a
     spectral = jnp.where(near, near_value, far_value)
-    maha = _sumsq(_solve_l(chol, z))
+    maha = _sumsq(solve_triangular(chol, z))  # no LAPACK (see linalg._tril_inverse)
     if not 0 < alpha < 1:  # Sigma_alpha may be indefinite: D = inf (a NaN input stays NaN)
         bad_chol = jnp.any(jnp.isnan(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
         inputs_ok = jnp.all(jnp.isfinite(e), axis=(-2, -1))

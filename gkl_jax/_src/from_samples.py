@@ -92,6 +92,7 @@ from gkl_jax._src import checks
 from gkl_jax._src.base import BiasedEstimate
 from gkl_jax._src.kl.diag import kl_diag
 from gkl_jax._src.kl.structured import kl_full
+from gkl_jax._src.linalg import cholesky, solve_triangular
 from gkl_jax._src.numerics import as_float_arrays
 
 __all__ = ["kl_from_samples"]
@@ -354,11 +355,11 @@ def _gaussian_estimate(x_p: jax.Array, x_q: jax.Array, diag: bool) -> BiasedEsti
         ratio2 = cov_p / cov_q
         trace = jnp.sum(ratio2)
     else:
-        l_p, l_q = jnp.linalg.cholesky(cov_p), jnp.linalg.cholesky(cov_q)
+        l_p, l_q = cholesky(cov_p), cholesky(cov_q)
         value = kl_full(mean_p, l_p, mean_q, l_q)
         eye = jnp.eye(d, dtype=x_p.dtype)
-        inv_q = jax.scipy.linalg.solve_triangular(l_q, eye, lower=True)
-        inv_p = jax.scipy.linalg.solve_triangular(l_p, eye, lower=True)
+        inv_q = solve_triangular(l_q, eye)
+        inv_p = solve_triangular(l_p, eye)
         m_mat = jnp.matmul(inv_q, l_p, precision=_HI)  # L_q^{-1} L_p
         whiten_q = lambda x: jnp.matmul(x, inv_q.T, precision=_HI)  # noqa: E731
         trace = jnp.sum(m_mat * m_mat)

@@ -39,6 +39,7 @@ from gkl_jax._src.numerics import align_ranks, phi
 __all__ = [
     "HI",
     "Woodbury",
+    "cholesky",
     "diag_embed",
     "dw_add",
     "dw_mul",
@@ -47,6 +48,7 @@ __all__ = [
     "mm",
     "qr_r_sorted",
     "ridge_qr",
+    "solve_triangular",
     "solve_tril",
     "solve_tril_tril",
     "trace_minus_logdet",
@@ -68,12 +70,94 @@ def mm(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.matmul(a, b, precision=HI)
 
 
+def _forward_substitution(tril: jax.Array, rhs: jax.Array) -> jax.Array:
+    """``L^{-1} R`` for small ``(*batch, n, n)`` lower-triangular ``L`` (strictly upper part
+    ignored) and ``(*batch, n, m)`` ``R``: forward substitution, row by row, in ordinary array
+    operations (what LAPACK's ``trsm`` computes, without LAPACK: see :func:`_tril_inverse`)."""
+    n = tril.shape[-1]
+    rows: list[jax.Array] = []  # row i of the solution: (*batch, m)
+    for i in range(n):
+        r = rhs[..., i, :]
+        if i:
+            prev = jnp.stack(rows, axis=-2)  # (*batch, i, m)
+            r = r - jnp.einsum("...j,...jm->...m", tril[..., i, :i], prev, precision=HI)
+        rows.append(r / tril[..., i, i, None])
+    return jnp.stack(rows, axis=-2)
+
+
+def _tril_inverse(tril: jax.Array) -> jax.Array:
+    """``L^{-1}`` of small ``(*batch, n, n)`` lower-triangular matrices (strictly upper part
+    ignored) by forward substitution on the identity, in ordinary array operations.
+
+    Not LAPACK's batched ``trsm``: with jaxlib <= 0.10 on CPU, each batched LAPACK call splits
+    its batch over XLA's intra-op thread pool and blocks a pool thread until the pieces finish, so
+    as many concurrent calls as the pool has threads (two on a 2-core machine: two solves in one
+    jitted function) wait on each other forever. Every triangular solve and Cholesky factorization
+    of gkl_jax is therefore built from the operations here.
+    """
+    n = tril.shape[-1]
+    eye = jnp.broadcast_to(jnp.eye(n, dtype=tril.dtype), tril.shape)
+    return _forward_substitution(tril, eye)
+
+
+def _chol_small(a: jax.Array) -> jax.Array:
+    """Lower Cholesky factor of small ``(*batch, n, n)`` symmetric positive definite matrices
+    (lower triangle read), column by column (left-looking); NaN where a pivot is not positive."""
+    n = a.shape[-1]
+    cols: list[jax.Array] = []  # column j of L: (*batch, n), zero above the diagonal
+    idx = jnp.arange(n)
+    for j in range(n):
+        s = a[..., :, j]
+        if j:
+            prev = jnp.stack(cols, axis=-1)  # (*batch, n, j)
+            s = s - jnp.einsum("...nk,...k->...n", prev, prev[..., j, :], precision=HI)
+        d = jnp.sqrt(s[..., j])
+        col = jnp.where(idx > j, s / d[..., None], 0.0)
+        cols.append(jnp.where(idx == j, d[..., None], col))
+    return jnp.stack(cols, axis=-1)
+
+
+def cholesky(a: ArrayLike, *, leaf: int = _LEAF) -> jax.Array:
+    """Lower Cholesky factor of ``(*batch, n, n)`` symmetric positive definite matrices (lower
+    triangle read), without LAPACK (see :func:`_tril_inverse` for why): a recursive blocked
+    factorization whose off-diagonal blocks come from the blocked solver, i.e. matrix products,
+    with column-by-column leaves. A matrix that is not positive definite gives NaN (as
+    ``jnp.linalg.cholesky`` does), at least from its first non-positive pivot on.
+    """
+    a = jnp.asarray(a)
+    n = a.shape[-1]
+    if n <= leaf:
+        return _chol_small(a)
+    h = ((n // leaf) // 2) * leaf or leaf
+    l11 = cholesky(a[..., :h, :h], leaf=leaf)
+    # L21 = A21 L11^{-T}  <=>  L11 L21^T = A21^T
+    l21 = jnp.swapaxes(solve_tril(l11, jnp.swapaxes(a[..., h:, :h], -1, -2), leaf=leaf), -1, -2)
+    s22 = a[..., h:, h:] - jnp.matmul(l21, jnp.swapaxes(l21, -1, -2), precision=HI)
+    l22 = cholesky(s22, leaf=leaf)
+    top = jnp.concatenate([l11, jnp.zeros((*l11.shape[:-1], n - h), l11.dtype)], axis=-1)
+    return jnp.concatenate([top, jnp.concatenate([l21, l22], axis=-1)], axis=-2)
+
+
+def solve_triangular(tril: ArrayLike, rhs: ArrayLike, *, transpose: bool = False) -> jax.Array:
+    """``L^{-1} R`` (or ``L^{-T} R`` with ``transpose``) for ``(*batch, n, n)`` lower-triangular
+    ``L`` and ``(*batch, n, m)`` ``R`` (batch axes broadcast), without LAPACK: the blocked
+    solver; ``L^T`` is upper triangular, and reversing the order of its rows and columns makes it
+    lower triangular, so the transposed solve is the same solver on reversed arrays."""
+    tril, rhs = align_ranks(jnp.asarray(tril), jnp.asarray(rhs))
+    batch = jnp.broadcast_shapes(tril.shape[:-2], rhs.shape[:-2])
+    tril = jnp.broadcast_to(tril, (*batch, *tril.shape[-2:]))
+    rhs = jnp.broadcast_to(rhs, (*batch, *rhs.shape[-2:]))
+    if not transpose:
+        return solve_tril(tril, rhs)
+    rev = jnp.flip(jnp.swapaxes(tril, -1, -2), axis=(-2, -1))  # J L^T J: lower triangular
+    return jnp.flip(solve_tril(rev, jnp.flip(rhs, axis=-2)), axis=-2)
+
+
 def _leaf_inverses(tril: jax.Array, leaf: int) -> jax.Array:
     """Inverses of the ``n / leaf`` diagonal blocks, shape ``(*batch, n / leaf, leaf, leaf)``."""
     n = tril.shape[-1]
     blocks = jnp.stack([tril[..., i : i + leaf, i : i + leaf] for i in range(0, n, leaf)], axis=-3)
-    eye = jnp.broadcast_to(jnp.eye(leaf, dtype=tril.dtype), blocks.shape)
-    return lax.linalg.triangular_solve(blocks, eye, left_side=True, lower=True)
+    return _tril_inverse(blocks)
 
 
 def _recurse(
@@ -152,11 +236,9 @@ def _pad(tril, rhs_tril, rhs, leaf):
 @functools.partial(jax.jit, static_argnames=("leaf", "need_x"))
 def _solve(tril, rhs_tril, rhs, leaf, need_x=False):
     n = tril.shape[-1]
-    if n <= leaf:  # one block: the substitution loop is cheap at this size.
+    if n <= leaf:  # one block: substitution is cheap at this size (and keeps its accuracy)
         cols = ([] if rhs_tril is None else [jnp.tril(rhs_tril)]) + list(rhs)
-        sol = lax.linalg.triangular_solve(
-            tril, jnp.concatenate(cols, axis=-1), left_side=True, lower=True
-        )
+        sol = _forward_substitution(tril, jnp.concatenate(cols, axis=-1))
         off = 0
         total = None
         if rhs_tril is not None:

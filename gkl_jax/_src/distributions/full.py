@@ -31,7 +31,7 @@ from jaxtyping import Array, Float
 
 from gkl_jax._src import checks
 from gkl_jax._src.base import Gaussian, arg_name, array_field, broadcast_batch
-from gkl_jax._src.linalg import mm, solve_tril, whiten
+from gkl_jax._src.linalg import cholesky, mm, solve_tril, whiten
 from gkl_jax._src.numerics import align_ranks, as_float_arrays
 
 __all__ = ["FullGaussian", "check_strict_upper"]
@@ -199,7 +199,7 @@ class FullGaussian(Gaussian):
         checks.check_matrix_shapes(fn, "mean", mean.shape, "cov", cov.shape)
         checks.check_finite(fn, "mean", mean)
         checks.check_finite(fn, "cov", cov)
-        tril = jnp.linalg.cholesky(jnp.tril(cov) + jnp.swapaxes(jnp.tril(cov, -1), -1, -2))
+        tril = cholesky(jnp.tril(cov) + jnp.swapaxes(jnp.tril(cov, -1), -1, -2))
         checks.check_cholesky(fn, "cov", tril)
         return cls(mean, tril)
 
@@ -227,7 +227,7 @@ class FullGaussian(Gaussian):
         checks.check_finite(fn, "mean", mean)
         checks.check_finite(fn, "precision", prec)
         prec = jnp.tril(prec) + jnp.swapaxes(jnp.tril(prec, -1), -1, -2)
-        k = jnp.linalg.cholesky(jnp.flip(prec, (-2, -1)))
+        k = cholesky(jnp.flip(prec, (-2, -1)))
         checks.check_cholesky(fn, "precision", k)
         eye = jnp.broadcast_to(jnp.eye(k.shape[-1], dtype=k.dtype), k.shape)
         k_inv = solve_tril(k, eye)

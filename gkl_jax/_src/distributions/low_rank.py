@@ -31,7 +31,7 @@ from gkl_jax._src import checks
 from gkl_jax._src.base import Gaussian, arg_name, array_field, broadcast_batch
 from gkl_jax._src.distributions.diag import Spread, broadcast_latent
 from gkl_jax._src.distributions.full import FullGaussian
-from gkl_jax._src.linalg import Woodbury, diag_embed, mm, woodbury
+from gkl_jax._src.linalg import Woodbury, cholesky, diag_embed, mm, woodbury
 from gkl_jax._src.numerics import align_ranks, as_float_arrays
 
 __all__ = ["LowRankGaussian"]
@@ -142,7 +142,7 @@ class LowRankGaussian(Gaussian):
         batch, d = self.batch_shape, self.event_size
         cov = jnp.broadcast_to(self.covariance(), (*batch, d, d))
         mean = jnp.broadcast_to(self.mean, (*batch, d))
-        return FullGaussian(mean, jnp.linalg.cholesky(cov))
+        return FullGaussian(mean, cholesky(cov))
 
     # distribution methods
     def log_prob(self, x: Float[ArrayLike, "*#s d"]) -> Float[Array, "*#s"]:
