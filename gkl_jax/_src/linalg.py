@@ -87,7 +87,7 @@ def _forward_substitution(tril: jax.Array, rhs: jax.Array) -> jax.Array:
 
 def _tril_inverse(tril: jax.Array) -> jax.Array:
     """``L^{-1}`` of small ``(*batch, n, n)`` lower-triangular matrices (strictly upper part
-    ignored) by forward substitution on the identity, in ordinary array operations.
+    ignored) by recursive 2 x 2 block inversion, in ordinary array operations.
 
     Not LAPACK's batched ``trsm``: with jaxlib <= 0.10 on CPU, each batched LAPACK call splits
     its batch over XLA's intra-op thread pool and blocks a pool thread until the pieces finish, so
@@ -96,8 +96,24 @@ def _tril_inverse(tril: jax.Array) -> jax.Array:
     of gkl_jax is therefore built from the operations here.
     """
     n = tril.shape[-1]
-    eye = jnp.broadcast_to(jnp.eye(n, dtype=tril.dtype), tril.shape)
-    return _forward_substitution(tril, eye)
+    if n == 1:
+        return 1.0 / tril
+    m = 1 << (n - 1).bit_length()
+    if m != n:  # pad with an identity block to a power of two (block diagonal: same inverse)
+        batch = tril.shape[:-2]
+        pad = jnp.broadcast_to(jnp.eye(m, dtype=tril.dtype)[n:, :], (*batch, m - n, m))
+        full = jnp.concatenate(
+            [jnp.pad(tril, [(0, 0)] * len(batch) + [(0, 0), (0, m - n)]), pad], -2
+        )
+        return _tril_inverse(full)[..., :n, :n]
+    # [[A, 0], [C, B]]^{-1} = [[A^{-1}, 0], [-B^{-1} C A^{-1}, B^{-1}]]: both halves in one
+    # recursive call (stacked), so log2(n) levels of batched products, not n substitution steps
+    h = n // 2
+    inv = _tril_inverse(jnp.stack([tril[..., :h, :h], tril[..., h:, h:]], axis=-3))
+    a_inv, b_inv = inv[..., 0, :, :], inv[..., 1, :, :]
+    c = -mm(b_inv, mm(tril[..., h:, :h], a_inv))
+    top = jnp.concatenate([a_inv, jnp.zeros_like(a_inv)], axis=-1)
+    return jnp.concatenate([top, jnp.concatenate([c, b_inv], axis=-1)], axis=-2)
 
 
 def _chol_small(a: jax.Array) -> jax.Array:
