@@ -92,8 +92,10 @@ def _tril_inverse(tril: jax.Array) -> jax.Array:
     Not LAPACK's batched ``trsm``: with jaxlib <= 0.10 on CPU, each batched LAPACK call splits
     its batch over XLA's intra-op thread pool and blocks a pool thread until the pieces finish, so
     as many concurrent calls as the pool has threads (two on a 2-core machine: two solves in one
-    jitted function) wait on each other forever. Every triangular solve and Cholesky factorization
-    of gkl_jax is therefore built from the operations here.
+    jitted function) wait on each other forever. The triangular solves and Cholesky
+    factorizations of the diagonal and full-covariance paths are therefore built from the
+    operations here (the low-rank kernels still call LAPACK's QR, and ``wasserstein2`` its
+    eigendecomposition, SVD and LU).
     """
     n = tril.shape[-1]
     if n == 1:
