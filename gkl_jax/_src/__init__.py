@@ -14,7 +14,8 @@ One concept per file::
     numerics.py             phi(x) = e^x - 1 - x, exact log-ratios, the dtype policy, row sums
     checks.py               trace-time shape/dtype errors; value checks only in checked mode
     eager.py                compiled: an eager call of a public function runs one executable
-    linalg.py               blocked triangular solves, Woodbury capacitance, whitening
+    linalg.py               blocked triangular solves and Cholesky (no LAPACK), Woodbury, whitening
+    lapack.py               QR, SVD, eigh, LU solves: on CPU one matrix at a time (jaxlib 0.10 hang)
     distributions/diag.py       DiagGaussian (keeps log_var | var | std as given)
     distributions/full.py       FullGaussian (Cholesky factor)
     distributions/low_rank.py   LowRankGaussian (W W^T + diag)

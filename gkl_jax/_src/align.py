@@ -48,6 +48,7 @@ import numpy as np
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, Int
 
+from gkl_jax._src import lapack
 from gkl_jax._src.base import Distribution
 from gkl_jax._src.distributions.diag import DiagGaussian
 from gkl_jax._src.distributions.full import FullGaussian
@@ -235,7 +236,7 @@ class Alignment(eqx.Module):
         ``K^T = Q R`` (QR) gives ``K K^T = R^T R``: ``tril = R^T``, with its columns' signs
         flipped to make the diagonal positive. No covariance is formed.
         """
-        r = jnp.linalg.qr(factor_t, mode="r")
+        r = lapack.qr(factor_t, mode="r")
         diag = jnp.diagonal(r, axis1=-2, axis2=-1)
         tril = jnp.swapaxes(r, -1, -2)
         tril, flip = align_ranks(tril, jnp.where(diag < 0, -1.0, 1.0).astype(r.dtype)[..., None, :])

@@ -80,7 +80,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float
 
-from gkl_jax._src import checks
+from gkl_jax._src import checks, lapack
 from gkl_jax._src.base import Gaussian
 from gkl_jax._src.dispatch import Operation
 from gkl_jax._src.distributions.diag import DiagGaussian, log_var_ratio
@@ -148,7 +148,7 @@ def _gram(a: jax.Array, b: jax.Array) -> jax.Array:
 def _solve_l(chol: jax.Array, rhs: jax.Array, *, transpose: bool = False) -> jax.Array:
     """``L^{-1} R`` (or ``L^{-T} R``) for a small lower-triangular ``L``."""
     chol = jnp.broadcast_to(chol, (*rhs.shape[:-2], *chol.shape[-2:]))
-    return lax.linalg.triangular_solve(chol, rhs, left_side=True, lower=True, transpose_a=transpose)
+    return lapack.triangular_solve(chol, rhs, left_side=True, lower=True, transpose_a=transpose)
 
 
 def _log_det_chol(chol: jax.Array) -> jax.Array:
@@ -166,7 +166,7 @@ def _cap_chol(u: jax.Array) -> jax.Array:
     """
     m = u.shape[-1]
     eye = jnp.broadcast_to(jnp.eye(m, dtype=u.dtype), (*u.shape[:-2], m, m))
-    return _t(jnp.linalg.qr(jnp.concatenate([eye, u], axis=-2), mode="r"))
+    return _t(lapack.qr(jnp.concatenate([eye, u], axis=-2), mode="r"))
 
 
 def _sumsq(a: jax.Array, axes=(-2, -1)) -> jax.Array:
@@ -194,7 +194,7 @@ def _quad_logdet(u: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
     form (the QR's own derivative is singular where ``U`` loses rank).
     """
     d, m = u.shape[-2:]
-    q, r = jnp.linalg.qr(u)
+    q, r = lapack.qr(u)
     a = _gram(q, z[..., None])
     chol = _cap_chol(_t(r))
     quad = _sumsq(_solve_l(chol, a))
@@ -370,7 +370,7 @@ def _factor_step_value(v: jax.Array, dlt: jax.Array, t: jax.Array):
     ``[V, dlt] = Q [R_1, R_2]`` and ``I + R_1 R_1^T = L L^T``,
     ``E = X_2 X_1^T + X_1 X_2^T + X_2 X_2^T`` with ``X_i = L^{-1} R_i`` (small with ``dlt``)."""
     k = v.shape[-1]
-    r = jnp.linalg.qr(jnp.concatenate([v, dlt], axis=-1), mode="r")
+    r = lapack.qr(jnp.concatenate([v, dlt], axis=-1), mode="r")
     r1, r2 = r[..., :k], r[..., k:]
     chol = _cap_chol(_t(r1))
     x1, x2 = _solve_l(chol, r1), _solve_l(chol, r2)
@@ -415,7 +415,7 @@ def _factor_step_jvp(primals, tangents):
 
     def c_inv(u):
         q_x = q_inv(u)
-        return q_x - mm(q_u, jnp.linalg.solve(m_c, _gram(u_d, q_x)))
+        return q_x - mm(q_u, lapack.solve(m_c, _gram(u_d, q_x)))
 
     def delta(u):
         return mm(dlt, _gram(v_p, u)) + mm(v, _gram(dlt, u))
@@ -537,12 +537,12 @@ def _renyi_lr(p: Any, q: Any, alpha: float, batch, d, dtype):
         neg = [j for j, sg in enumerate(signs) if sg < 0]
         low = lam < 0.25
         root = jnp.concatenate([diag_embed(jnp.sqrt(jnp.where(low, 1.0, lam))), u[..., pos]], -1)
-        chol_m = _t(jnp.linalg.qr(_t(root), mode="r"))
+        chol_m = _t(lapack.qr(_t(root), mode="r"))
         u_minus = jnp.concatenate(
             [u[..., neg], diag_embed(jnp.where(low, jnp.sqrt(jnp.abs(1.0 - lam)), 0.0))], -1
         )
         y = _solve_l(chol_m, u_minus)
-        chol_s = jnp.linalg.cholesky(_plus_eye(-_gram(y, y)))
+        chol_s = lapack.cholesky(_plus_eye(-_gram(y, y)))
         w = _solve_l(chol_m, z[..., None])
         maha = _sumsq(w) + _sumsq(_solve_l(chol_s, _gram(y, w)))
         ld_sigma = _log_det_chol(chol_m) + _log_det_chol(chol_s)  # whitened Sigma_alpha
@@ -576,14 +576,14 @@ def _renyi_lr(p: Any, q: Any, alpha: float, batch, d, dtype):
         base_s = jnp.where(ok, base, 1.0)
         u_l = u2 / base_s[..., None]
         n_mat = _gram(u2, u_l) + diag_embed(sign2)  # N = J + U^T Lambda^{-1} U
-        _, ld_n = jnp.linalg.slogdet(n_mat)
+        _, ld_n = lapack.slogdet(n_mat)
         y = _gram(u_l, z[..., None])
         maha = jnp.sum(jnp.square(z) / base_s, axis=-1) - jnp.sum(
-            y * jnp.linalg.solve(n_mat, y), axis=(-2, -1)
+            y * lapack.solve(n_mat, y), axis=(-2, -1)
         )
         plain = spec_diag + ld_n - beta * ld_cap_p - alpha * ld_cap_q
         # inertia (Haynsworth): n_+(Sigma_alpha) = n_+(Lambda) + n_-(N) - n_-(J)
-        n_neg = jnp.sum(jnp.linalg.eigvalsh(lax.stop_gradient(n_mat)) < 0, axis=-1)
+        n_neg = jnp.sum(lapack.eigvalsh(lax.stop_gradient(n_mat)) < 0, axis=-1)
         n_neg_j = jnp.sum(sign2 < 0, axis=-1)
         plain_not_pd = jnp.sum(ok, axis=-1) + n_neg - n_neg_j != d
 
@@ -851,22 +851,22 @@ def _rotation_value(l_p: jax.Array, l_q: jax.Array) -> jax.Array:
     c = 0.5 * (c + _t(c))
     h = mm(_t(l_q), l_p - l_q)
     g = c + h
-    vals = jnp.linalg.eigvalsh(0.5 * (g + _t(g)))
+    vals = lapack.eigvalsh(0.5 * (g + _t(g)))
     scale = jnp.max(jnp.abs(c), axis=(-2, -1))  # compared at unit scale: no overflow
     near = _sumsq(h / scale[..., None, None]) <= (_NEAR_POLAR * vals[..., 0] / scale) ** 2
     keep = near[..., None, None]
     h_n = jnp.where(keep, h, jnp.zeros_like(h))
     g_n = c + h_n
-    vals_n, vecs_n = jnp.linalg.eigh(0.5 * (g_n + _t(g_n)))
+    vals_n, vecs_n = lapack.eigh(0.5 * (g_n + _t(g_n)))
 
     def step(_, z):
         b = h_n + mm(_t(z), g_n)  # R^T G - C, whose antisymmetric part is that of R^T G
         delta = _lyapunov(vecs_n, vals_n, b - _t(b))
-        z_d = jnp.linalg.solve(_plus_eye(-0.5 * delta), delta)  # Cayley(delta) - I
+        z_d = lapack.solve(_plus_eye(-0.5 * delta), delta)  # Cayley(delta) - I
         return z + z_d + mm(z, z_d)
 
     z_near = lax.fori_loop(0, _POLAR_STEPS, step, jnp.zeros_like(g))
-    u, _, vt = jnp.linalg.svd(jnp.where(keep, jnp.broadcast_to(eye, g.shape), g))
+    u, _, vt = lapack.svd(jnp.where(keep, jnp.broadcast_to(eye, g.shape), g))
     z_far = _plus_eye(mm(u, vt), -1.0)
     return jnp.where(keep, z_near, z_far)
 
@@ -889,7 +889,7 @@ def _rotation_jvp(primals, tangents):
     g = mm(_t(l_q), l_p)
     dg = mm(_t(dl_q), l_p) + mm(_t(l_q), dl_p)
     hm = mm(_t(r), g)
-    vals, vecs = jnp.linalg.eigh(0.5 * (hm + _t(hm)))
+    vals, vecs = lapack.eigh(0.5 * (hm + _t(hm)))
     a = mm(_t(r), dg)
     omega = _lyapunov(vecs, vals, a - _t(a))
     return z, mm(r, omega)
@@ -926,7 +926,7 @@ def _square_root(g: Any, batch: tuple[int, ...], d: int) -> jax.Array:
         return _tril(g, batch, d)
     root = jnp.broadcast_to(diag_embed(diag_part(view).std), (*batch, d, d))
     factor = jnp.broadcast_to(view.factor, (*batch, d, view.factor.shape[-1]))
-    r = jnp.linalg.qr(_t(jnp.concatenate([root, factor], axis=-1)), mode="r")
+    r = lapack.qr(_t(jnp.concatenate([root, factor], axis=-1)), mode="r")
     return _t(r)
 
 

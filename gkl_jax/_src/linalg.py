@@ -34,6 +34,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from gkl_jax._src import lapack
 from gkl_jax._src.numerics import align_ranks, phi
 
 __all__ = [
@@ -357,9 +358,9 @@ def woodbury(factor: jax.Array, log_diag: jax.Array) -> Woodbury:
     k = factor.shape[-1]
     gram = jnp.einsum("...dk,...dl->...kl", factor, a, precision=HI)
     cap = gram + jnp.eye(k, dtype=gram.dtype).reshape((1,) * (gram.ndim - 2) + (k, k))
-    chol = jnp.linalg.cholesky(cap)
+    chol = lapack.cholesky(cap)
     batch = jnp.broadcast_shapes(chol.shape[:-2], a.shape[:-2])
-    u = lax.linalg.triangular_solve(
+    u = lapack.triangular_solve(
         jnp.broadcast_to(chol, (*batch, k, k)),
         jnp.broadcast_to(jnp.swapaxes(a, -1, -2), (*batch, k, a.shape[-2])),
         left_side=True,
@@ -567,7 +568,7 @@ def qr_r_sorted(a: jax.Array) -> jax.Array:
     very different scales (whitened factors) each keep their relative precision in ``R^T R``.
     """
     order = sorted_rows(a)[..., None]
-    return jnp.linalg.qr(jnp.take_along_axis(a, order, axis=-2), mode="r")
+    return lapack.qr(jnp.take_along_axis(a, order, axis=-2), mode="r")
 
 
 def _column_norm(x: jax.Array) -> jax.Array:

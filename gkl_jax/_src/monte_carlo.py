@@ -93,6 +93,7 @@ from gkl_jax._src.distributions.mixture import GaussianMixture
 from gkl_jax._src.eager import compiled
 from gkl_jax._src.interop_hook import as_distribution
 from gkl_jax._src.kl.registry import kl_op
+from gkl_jax._src.linalg import cholesky, solve_triangular
 from gkl_jax._src.numerics import align_ranks, compute_dtype, expm1, phi
 
 __all__ = ["draw_with_noise", "kl_mc", "log_ratio_at_noise"]
@@ -266,7 +267,12 @@ def _cross_fit(values: jax.Array, feats: jax.Array) -> tuple[jax.Array, float]:
     gram, ridge = align_ranks(gram, ridge)
     # Only matrix products and one small inverse: O(n F^2) per batch element, no n x n
     # intermediates and no per-unit dot products (which XLA runs as n tiny batched matmuls).
-    inv = jnp.linalg.inv(gram + ridge)  # symmetric, (F + 1)^3
+    # G^-1 = L^-T L^-1 from the Cholesky factor (array operations: no batched LAPACK call, which
+    # can deadlock jaxlib 0.10 on CPU, and no per-matrix loop over the batch)
+    chol = cholesky(gram + ridge)
+    eye = jnp.broadcast_to(jnp.eye(f + 1, dtype=gram.dtype), gram.shape)
+    chol_inv = solve_triangular(chol, eye)
+    inv = jnp.swapaxes(chol_inv, -1, -2) @ chol_inv  # symmetric, (F + 1)^3
     weights = design @ inv  # (*B, n, F + 1): row s is (G^-1 d_s)^T
     coef = jnp.swapaxes(weights, -1, -2) @ v  # (*B, F + 1, 1)
     resid = v[..., 0] - (design @ coef)[..., 0]

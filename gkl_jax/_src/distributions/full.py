@@ -29,7 +29,7 @@ import numpy as np
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
-from gkl_jax._src import checks
+from gkl_jax._src import checks, lapack
 from gkl_jax._src.base import Gaussian, arg_name, array_field, broadcast_batch
 from gkl_jax._src.linalg import cholesky, mm, solve_tril, whiten
 from gkl_jax._src.numerics import align_ranks, as_float_arrays
@@ -170,7 +170,7 @@ class FullGaussian(Gaussian):
             )
         checks.check_finite(fn, "mean", mean)
         checks.check_finite(fn, "scale", scale)
-        tril = jnp.swapaxes(jnp.linalg.qr(jnp.swapaxes(scale, -1, -2), mode="r"), -1, -2)
+        tril = jnp.swapaxes(lapack.qr(jnp.swapaxes(scale, -1, -2), mode="r"), -1, -2)
         checks.check_value(
             lambda: jnp.sum(jnp.any(_diag(tril) == 0, axis=-1)),
             f"{fn}: argument 'scale' is singular (rank < {d}) for {{bad}} of "

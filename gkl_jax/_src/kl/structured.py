@@ -120,7 +120,7 @@ from jax import lax
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
-from gkl_jax._src import checks
+from gkl_jax._src import checks, lapack
 from gkl_jax._src.base import Gaussian
 from gkl_jax._src.dispatch import Operation
 from gkl_jax._src.distributions.diag import DiagGaussian, diag_pair
@@ -223,12 +223,12 @@ def _plus_eye(a: jax.Array) -> jax.Array:
 
 def _solve_l(chol: jax.Array, rhs: jax.Array) -> jax.Array:
     """``L^{-1} R`` for a small lower-triangular ``L`` (same batch shape as ``R``)."""
-    return lax.linalg.triangular_solve(chol, rhs, left_side=True, lower=True)
+    return lapack.triangular_solve(chol, rhs, left_side=True, lower=True)
 
 
 def _solve_lt(chol: jax.Array, rhs: jax.Array) -> jax.Array:
     """``L^{-T} R``."""
-    return lax.linalg.triangular_solve(chol, rhs, left_side=True, lower=True, transpose_a=True)
+    return lapack.triangular_solve(chol, rhs, left_side=True, lower=True, transpose_a=True)
 
 
 def _log_det_chol(chol: jax.Array) -> jax.Array:
@@ -395,9 +395,9 @@ def _diag_step_spread(
     m_b = jnp.where(small, zeros, -jnp.expm1(x_b))
     pt_b = fp.pt * jnp.exp(-0.5 * x_b)[..., None, :]
     n_b = jnp.einsum("...kd,...d,...ld->...kl", pt_b, m_b, pt_b, precision=HI)
-    chol_s = jnp.linalg.cholesky(_plus_eye(n_s))
+    chol_s = lapack.cholesky(_plus_eye(n_s))
     m = _solve_l(chol_s, jnp.swapaxes(_solve_l(chol_s, n_b), -1, -2))
-    log_det_b = _log_det_chol(jnp.linalg.cholesky(_plus_eye(0.5 * (m + jnp.swapaxes(m, -1, -2)))))
+    log_det_b = _log_det_chol(lapack.cholesky(_plus_eye(0.5 * (m + jnp.swapaxes(m, -1, -2)))))
     diff = diff - log_det_b
     mag_diff = jnp.sum(mag_terms, axis=-1) + tml_s + log_det_b
     # plain: sum(xi (1 - h) - x) - log det(I + V'^T V') + log det(K), V' = e^{-x/2} V
@@ -454,7 +454,7 @@ def _diag_step_core(x, phi_pos, phi_neg, v):
     v_s = v * jnp.where(in_t, zeros, jnp.exp(-0.5 * x))[..., None]  # Lambda_S^{-1/2} V_S
     chol_ks = _chol_cap(v_s)
     y = jnp.swapaxes(_solve_l(chol_ks, jnp.swapaxes(_take_rows(v, idx), -1, -2)), -1, -2)
-    u, sv, w_t = jnp.linalg.svd(y, full_matrices=True)  # y = u diag(sv) w_t, u (m x m)
+    u, sv, w_t = lapack.svd(y, full_matrices=True)  # y = u diag(sv) w_t, u (m x m)
     r = sv.shape[-1]
     c = jnp.concatenate([lax.rsqrt(1 + jnp.square(sv)), jnp.ones((*sv.shape[:-1], m - r))], -1)
     xi_t = jnp.expm1(x_t)
@@ -464,7 +464,7 @@ def _diag_step_core(x, phi_pos, phi_neg, v):
     near = min_pivot >= 0.5
     value = trace_minus_logdet(jnp.where(near[..., None, None], e, jnp.zeros_like(e)))
     # plain: tr E - log det(Lambda_T + Y Y^T) + log det(I + Y Y^T)
-    sv_own = jnp.linalg.svd(y * jnp.exp(-0.5 * x_t)[..., :, None], compute_uv=False)
+    sv_own = lapack.svd(y * jnp.exp(-0.5 * x_t)[..., :, None], compute_uv=False)
     log_det = jnp.sum(x_t, axis=-1) + jnp.sum(jnp.log1p(jnp.square(sv_own)), axis=-1)
     log_det = log_det - jnp.sum(jnp.log1p(jnp.square(sv)), axis=-1)
     trace = jnp.trace(e, axis1=-2, axis2=-1)
@@ -757,7 +757,7 @@ def _full_low_rank_pair(vp: _View, vq: _View, batch, d: int, dtype: Any) -> jax.
     a = solve_tril(t, jnp.swapaxes(solve_tril(t, _cov_diff(tril, factor, log_diag, shift)), -1, -2))
     a = 0.5 * (a + jnp.swapaxes(a, -1, -2))
     if p_full:
-        chol = jnp.linalg.cholesky(_plus_eye(a))
+        chol = lapack.cholesky(_plus_eye(a))
         e = -_solve_lt(chol, solve_tril(chol, a))
         e = 0.5 * (e + jnp.swapaxes(e, -1, -2))
     else:
