@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pathlib
 import platform
 import statistics
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 
@@ -82,3 +85,34 @@ def machine() -> str:
         f"{platform.release()}; Python {platform.python_version()}, jax {jax.__version__} "
         f"on {dev.platform} ({dev.device_kind}, {jax.device_count()} device)"
     )
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process from ``/proc`` (None where there is no ``/proc``)."""
+    try:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_watched(cmd, timeout, idle=15.0):
+    """``subprocess.run(cmd)`` that also gives up when the child has used no CPU for ``idle``
+    seconds (a deadlocked child waits without spinning). Returns stdout, or None if it hung."""
+    with tempfile.TemporaryFile("w+") as out:
+        child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, text=True)
+        start = last_change = time.monotonic()
+        last_cpu = None
+        while child.poll() is None:
+            time.sleep(0.5)
+            now, cpu = time.monotonic(), _cpu_seconds(child.pid)
+            if cpu != last_cpu:
+                last_cpu, last_change = cpu, now
+            if now - start > timeout or (cpu is not None and now - last_change > idle):
+                child.kill()
+                child.wait()
+                return None
+        if child.returncode:
+            raise subprocess.CalledProcessError(child.returncode, cmd)
+        out.seek(0)
+        return out.read()

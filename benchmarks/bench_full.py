@@ -4,16 +4,20 @@ Speed (jit, median of interleaved calls after compilation, float32):
 * KL(p || q) for a batch of B = 256 full-covariance pairs with D = 128, from Cholesky factors:
   gkl_jax.kl_full, gkl_jax.kl on FullGaussian, distrax MultivariateNormalTri, TFP (JAX)
   MultivariateNormalTriL, torch MultivariateNormal(scale_tril) where installed, and the plain
-  jnp formula with XLA's triangular solve (the algorithm distrax and TFP use);
-* value + gradient with respect to all four inputs (gkl_jax, distrax and TFP; the peers'
-  gradients run in a subprocess with a time limit, because XLA's batched triangular-solve
-  gradient becomes extremely slow at this batch size on CPU);
+  jnp formula with one XLA triangular solve (the algorithm distrax and TFP use);
+* value + gradient with respect to all four inputs (gkl_jax, distrax and TFP);
 * kl_full called eagerly vs jitted, B = 1024, D = 64, with the first-call (compile) time;
 * low rank, D = 4096, k = 16 (never densified), with its error against the dense float64 KL.
 
 Accuracy: max relative error of float32 results against the float64 KL of the same float32
 inputs (SciPy triangular solves in difference form), for pairs p = q * (1 + delta * noise),
 D = 16 and 128.
+
+The JAX peers run in child processes, each timed interleaved with gkl_jax.kl_full in the same
+child, with a time limit and retries: they compute two batched triangular solves that XLA may
+run at once, and jaxlib 0.10's batched CPU LAPACK kernels then can deadlock a 2-thread pool
+(README, "LAPACK"). A child that hangs is killed and retried; the table says how many tries hung.
+gkl_jax's full-covariance path calls no LAPACK and runs in this process.
 
 Run:  python benchmarks/bench_full.py [--batch 256] [--dim 128] [--repeats 20]
           [--out benchmarks/results/full.md]
@@ -22,12 +26,14 @@ Run:  python benchmarks/bench_full.py [--batch 256] [--dim 128] [--repeats 20]
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import statistics
 import subprocess
 import sys
 import time
 
+import _timing
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,13 +47,15 @@ import gkl_jax
 
 
 def _handwritten(mp, lp, mq, lq):
-    """The textbook Cholesky formula with XLA's triangular solve (what distrax/TFP compute)."""
-    m = jax.lax.linalg.triangular_solve(lq, lp, left_side=True, lower=True)
-    z = jax.lax.linalg.triangular_solve(lq, (mq - mp)[..., None], left_side=True, lower=True)
+    """The textbook Cholesky formula with XLA's triangular solve (what distrax/TFP compute), as
+    one solve with both right-hand sides (L_p and the mean difference)."""
+    rhs = jnp.concatenate([lp, (mq - mp)[..., None]], axis=-1)
+    x = jax.lax.linalg.triangular_solve(lq, rhs, left_side=True, lower=True)
+    m, z = x[..., :-1], x[..., -1]
     d = mp.shape[-1]
     diag_q, diag_p = jnp.diagonal(lq, 0, -2, -1), jnp.diagonal(lp, 0, -2, -1)
     logdet = jnp.sum(jnp.log(diag_q) - jnp.log(diag_p), -1)
-    return 0.5 * (jnp.sum(m * m, (-2, -1)) - d + jnp.sum(z[..., 0] ** 2, -1)) + logdet
+    return 0.5 * (jnp.sum(m * m, (-2, -1)) - d + jnp.sum(z * z, -1)) + logdet
 
 
 def _gkl_pytree(mp, lp, mq, lq):
@@ -81,7 +89,9 @@ def _peers() -> dict:
     return out
 
 
-def _torch_kl():
+def _torch_kl(grad=False):
+    """torch's KL of NumPy inputs (``grad``: value and the gradients of its sum with respect to
+    all four inputs), or None where torch is not installed."""
     try:
         import torch
         from torch.distributions import MultivariateNormal, kl_divergence
@@ -89,11 +99,25 @@ def _torch_kl():
         return None
 
     def kl(mp, lp, mq, lq):
-        t = [torch.from_numpy(np.asarray(a)) for a in (mp, lp, mq, lq)]
+        t = [torch.tensor(np.asarray(a), requires_grad=grad) for a in (mp, lp, mq, lq)]
         p = MultivariateNormal(t[0], scale_tril=t[1])
-        return kl_divergence(p, MultivariateNormal(t[2], scale_tril=t[3])).numpy()
+        out = kl_divergence(p, MultivariateNormal(t[2], scale_tril=t[3]))
+        if not grad:
+            return out.detach().numpy()
+        out.sum().backward()
+        return out.detach().numpy(), [a.grad.numpy() for a in t]
 
     return kl
+
+
+def _time_torch(fn, args, repeats):
+    fn(*args)
+    t = []
+    for _ in range(max(3, repeats // 4)):
+        t0 = time.perf_counter()
+        fn(*args)
+        t.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(t)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,23 +174,61 @@ def _grad_fn(fn):
     return jax.jit(jax.value_and_grad(lambda *a: jnp.sum(fn(*a)), argnums=(0, 1, 2, 3)))
 
 
-def _peer_grad_child(batch, dim, repeats, peer):
-    """Subprocess entry: prints the value+grad median ms of peer number ``peer``."""
-    fn = _grad_fn(list(_peers().values())[peer])
-    args = random_pairs(np.random.default_rng(0), batch, dim)
-    print(interleaved({"d": fn}, args, repeats)["d"])
+def _child(task: str, peer: int, batch: int, dim: int, repeats: int) -> dict:
+    """Child-process entry (``--child``): one peer, timed or checked, as JSON on stdout.
+
+    * ``speed``: median ms of the jitted peer and of gkl_jax.kl_full, interleaved;
+    * ``grad``: the same for value + gradient with respect to all four inputs;
+    * ``accuracy``: the peer's max relative errors on :func:`accuracy_cases`."""
+    fn = list(_peers().values())[peer]
+    if task == "accuracy":
+        f = jax.jit(fn)
+        errs = []
+        for args, ref in accuracy_cases(*_ACCURACY):
+            got = np.asarray(f(*(jnp.asarray(a) for a in args)), np.float64)
+            errs.append(float(np.max(np.abs(got - ref) / ref)))
+        return {"errors": errs}
+    args = tuple(jnp.asarray(a) for a in random_pairs(np.random.default_rng(0), batch, dim))
+    wrap = _grad_fn if task == "grad" else jax.jit
+    ms = interleaved({"peer": wrap(fn), "ours": wrap(gkl_jax.kl_full)}, args, repeats)
+    return ms
 
 
-def peer_grad_ms(batch, dim, repeats, timeout, peer=0):
-    cmd = [sys.executable, __file__, "--peer-grad-child", str(batch), str(dim), str(repeats)]
-    cmd.append(str(peer))
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
-        return float(res.stdout.strip().splitlines()[-1])
-    except subprocess.TimeoutExpired:
-        return None
-    except (subprocess.CalledProcessError, ValueError):
-        return float("nan")
+TRIES = 5  # tries of a child process that hangs
+
+
+def in_child(task, peer, batch=0, dim=0, repeats=0, timeout=120, tries=TRIES):
+    """Runs :func:`_child` in a fresh process, given up after ``timeout`` s or when it stops
+    using the CPU (the LAPACK deadlock), and then retried.
+
+    Returns ``(result or None, number of tries that hung)``; ``None`` when every try hung or
+    failed."""
+    cmd = [sys.executable, __file__, "--child", task, str(peer), str(batch), str(dim)]
+    cmd.append(str(repeats))
+    hung = 0
+    for _ in range(tries):
+        try:
+            out = _timing.run_watched(cmd, timeout)
+        except subprocess.CalledProcessError:
+            return None, hung
+        if out is None:
+            hung += 1
+            continue
+        try:
+            return json.loads(out.strip().splitlines()[-1]), hung
+        except (ValueError, IndexError):
+            return None, hung
+    return None, hung
+
+
+def _hung_note(hung, ok):
+    """What happened to a child's tries: ``hung`` of them deadlocked; ``ok``: the last one ran."""
+    if ok:
+        tries = "1 try" if hung == 1 else f"{hung} tries"
+        return f" ({tries} hung: LAPACK deadlock, then ran)" if hung else ""
+    if hung == TRIES:
+        return f" (all {hung} tries hung: LAPACK deadlock)"
+    return f" ({hung} tries hung, then failed or ran past the time limit)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,57 +236,72 @@ def peer_grad_ms(batch, dim, repeats, timeout, peer=0):
 # ---------------------------------------------------------------------------------------------
 
 
-def speed_section(batch, dim, repeats, grad_timeout) -> list[str]:
+def _peer_runs(task, batch, dim, repeats, timeout, isolate):
+    """``{peer name: (result dict or None, tries that hung)}`` for every installed JAX peer:
+    in child processes (``isolate``) or, for the tiny ``--quick`` sizes, in this process."""
+    out = {}
+    for index, name in enumerate(_peers()):
+        if isolate:
+            out[name] = in_child(task, index, batch, dim, repeats, timeout)
+        else:
+            out[name] = (_child(task, index, batch, dim, repeats), 0)
+    return out
+
+
+def speed_section(batch, dim, repeats, timeout=120, isolate=True) -> list[str]:
     args = random_pairs(np.random.default_rng(0), batch, dim)
     jargs = tuple(jnp.asarray(a) for a in args)
     fns = {
         "gkl_jax.kl_full": jax.jit(gkl_jax.kl_full),
         "gkl_jax.kl(FullGaussian, FullGaussian)": jax.jit(_gkl_pytree),
-        "jnp formula + XLA triangular_solve": jax.jit(_handwritten),
+        "jnp formula + one XLA triangular_solve": jax.jit(_handwritten),
     }
-    for name, fn in _peers().items():
-        fns[name] = jax.jit(fn)
     ms = interleaved(fns, jargs, repeats)
-    torch_kl = _torch_kl()
-    if torch_kl is not None:
-        torch_kl(*args)
-        t = []
-        for _ in range(max(3, repeats // 4)):
-            t0 = time.perf_counter()
-            torch_kl(*args)
-            t.append(time.perf_counter() - t0)
-        ms["torch MultivariateNormal(scale_tril)"] = 1e3 * statistics.median(t)
     ref = ms["gkl_jax.kl_full"]
     lines = [
         f"### KL, full covariance: B = {batch}, D = {dim}, float32, jit",
+        "",
+        "Peers run in their own process, interleaved with gkl_jax.kl_full there; their ratio is to",
+        "that process's kl_full.",
         "",
         "| implementation | ms | time / gkl_jax.kl_full |",
         "|---|---|---|",
     ]
     lines += [f"| {n} | {t:.1f} | {t / ref:.2f}x |" for n, t in ms.items()]
+    for name, (res, hung) in _peer_runs("speed", batch, dim, repeats, timeout, isolate).items():
+        if res is None:
+            lines.append(f"| {name} | no result{_hung_note(hung, False)} | - |")
+        else:
+            lines.append(
+                f"| {name} | {res['peer']:.1f} | {res['peer'] / res['ours']:.2f}x "
+                f"(kl_full there: {res['ours']:.1f} ms){_hung_note(hung, True)} |"
+            )
+    torch_kl = _torch_kl()
+    if torch_kl is not None:
+        torch_ms = _time_torch(torch_kl, args, repeats)
+        name = "torch MultivariateNormal(scale_tril)"
+        lines.append(f"| {name} | {torch_ms:.1f} | {torch_ms / ref:.2f}x |")
 
     g_ours = interleaved({"g": _grad_fn(gkl_jax.kl_full)}, jargs, repeats)["g"]
     lines += ["", "Value + gradient with respect to all four inputs:", ""]
     lines += ["| implementation | B | ms | time / gkl_jax |", "|---|---|---|---|"]
     lines.append(f"| gkl_jax.kl_full | {batch} | {g_ours:.1f} | 1.00x |")
-    peers = list(_peers())
-    if peers:
-        small = max(batch // 16, 1)
-        g_small = interleaved(
-            {"g": _grad_fn(gkl_jax.kl_full)},
-            tuple(jnp.asarray(a) for a in random_pairs(np.random.default_rng(0), small, dim)),
-            repeats,
-        )["g"]
-        for index, name in enumerate(peers):
-            for b, ours in ((small, g_small), (batch, g_ours)):
-                peer = peer_grad_ms(b, dim, max(3, repeats // 4), grad_timeout, index)
-                if peer is None:
-                    lines.append(f"| {name} | {b} | > {grad_timeout} s | - |")
-                else:
-                    lines.append(
-                        f"| {name} | {b} | {peer:.1f} | {peer / ours:.2f}x "
-                        f"(gkl_jax at B = {b}: {ours:.1f} ms) |"
-                    )
+    torch_grad = _torch_kl(grad=True)
+    if torch_grad is not None:
+        torch_ms = _time_torch(torch_grad, args, repeats)
+        name = "torch MultivariateNormal(scale_tril), autograd"
+        lines.append(f"| {name} | {batch} | {torch_ms:.1f} | {torch_ms / g_ours:.2f}x |")
+    small = max(batch // 16, 1)
+    for b in (small, batch):
+        runs = _peer_runs("grad", b, dim, max(3, repeats // 4), timeout, isolate)
+        for name, (res, hung) in runs.items():
+            if res is None:
+                lines.append(f"| {name} | {b} | no result{_hung_note(hung, False)} | - |")
+            else:
+                lines.append(
+                    f"| {name} | {b} | {res['peer']:.1f} | {res['peer'] / res['ours']:.2f}x "
+                    f"(gkl_jax there: {res['ours']:.1f} ms){_hung_note(hung, True)} |"
+                )
     return lines
 
 
@@ -250,27 +327,46 @@ def eager_section(batch, dim, repeats) -> list[str]:
     ]
 
 
-def accuracy_section(dims=(16, 128), deltas=(1e-1, 1e-2, 1e-3, 1e-4, 1e-5), batch=32):
-    fns = {"gkl_jax.kl_full": jax.jit(gkl_jax.kl_full)}
-    fns |= {n: jax.jit(f) for n, f in _peers().items()}
-    header = "| D | delta | " + " | ".join(fns) + " |"
+_ACCURACY = ((16, 128), (1e-1, 1e-2, 1e-3, 1e-4, 1e-5), 32)
+
+
+def accuracy_cases(dims, deltas, batch):
+    """``(inputs, float64 KL)`` per (D, delta), each from its own seed (the same in every
+    process)."""
+    for dim in dims:
+        for i, delta in enumerate(deltas):
+            args = random_pairs(np.random.default_rng([1, dim, i]), batch, dim, delta)
+            yield args, exact_kl(*args)
+
+
+def accuracy_section(dims=_ACCURACY[0], deltas=_ACCURACY[1], batch=_ACCURACY[2], isolate=True):
+    """``isolate``: the peers in child processes (on :data:`_ACCURACY`, the defaults)."""
+    if isolate and (dims, deltas, batch) != _ACCURACY:
+        raise ValueError("the child processes check the default cases only")
+    ours = jax.jit(gkl_jax.kl_full)
+    errs = {"gkl_jax.kl_full": []}
+    for args, ref in accuracy_cases(dims, deltas, batch):
+        got = np.asarray(ours(*(jnp.asarray(a) for a in args)), np.float64)
+        errs["gkl_jax.kl_full"].append(float(np.max(np.abs(got - ref) / ref)))
+    notes = []
+    for name, (res, hung) in _peer_runs("accuracy", batch, 0, 0, 300, isolate).items():
+        if res is None:
+            notes.append(f"{name}: no result{_hung_note(hung, False)}.")
+            continue
+        errs[name] = res["errors"]
+        if hung:
+            notes.append(f"{name}:{_hung_note(hung, True)}.")
     lines = [
         "### Accuracy: max relative error, float32, vs float64 exact of the same inputs",
         "",
-        header,
-        "|" + "---|" * (len(fns) + 2),
+        "| D | delta | " + " | ".join(errs) + " |",
+        "|" + "---|" * (len(errs) + 2),
     ]
-    rng = np.random.default_rng(1)
-    for dim in dims:
-        for delta in deltas:
-            args = random_pairs(rng, batch, dim, delta)
-            ref = exact_kl(*args)
-            errs = []
-            for fn in fns.values():
-                got = np.asarray(fn(*(jnp.asarray(a) for a in args)), np.float64)
-                errs.append(np.max(np.abs(got - ref) / ref))
-            lines.append(f"| {dim} | {delta:g} | " + " | ".join(f"{e:.1e}" for e in errs) + " |")
-    return lines
+    cases = [(dim, delta) for dim in dims for delta in deltas]
+    for row, (dim, delta) in enumerate(cases):
+        cells = " | ".join(f"{e[row]:.1e}" for e in errs.values())
+        lines.append(f"| {dim} | {delta:g} | {cells} |")
+    return lines + (["", *notes] if notes else [])
 
 
 def low_rank_section(dim=4096, rank=16, repeats=20):
@@ -314,19 +410,20 @@ def main(argv=None) -> str:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--grad-timeout", type=int, default=60)
+    ap.add_argument("--timeout", type=int, default=120, help="s per peer child process")
     ap.add_argument("--out", type=pathlib.Path, default=None)
-    ap.add_argument("--peer-grad-child", nargs=4, type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=5, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.peer_grad_child:
-        _peer_grad_child(*args.peer_grad_child)
+    if args.child:
+        task, *numbers = args.child
+        print(json.dumps(_child(task, *map(int, numbers))))
         return ""
     lines = [
         f"jax {jax.__version__} on {jax.devices()[0].device_kind}; machine shared with other "
         "jobs, so absolute times are noisy: compare ratios within a table.",
         "",
     ]
-    lines += [*speed_section(args.batch, args.dim, args.repeats, args.grad_timeout), ""]
+    lines += [*speed_section(args.batch, args.dim, args.repeats, args.timeout), ""]
     lines += [*eager_section(1024, 64, args.repeats), ""]
     lines += [*accuracy_section(), ""]
     lines += low_rank_section()

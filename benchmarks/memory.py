@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import subprocess
 import sys
+
+import _timing
 
 CASES = {
     "kl_full D=2048 value": ("kl_full", 2048, 0, False),
@@ -71,23 +72,15 @@ print(json.dumps({"inputs": inputs, "temp": temp, "run_kib": after - before}))
 
 
 def measure(spec, tries: int = 3, timeout: float = 900.0) -> dict:
-    """One case in a fresh subprocess (retried: on a loaded machine a child has been seen to
-    stall in the XLA runtime before running, with no CPU used)."""
-    for attempt in range(tries):
-        try:
-            res = subprocess.run(
-                [sys.executable, "-c", _CHILD, json.dumps(spec)],
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired:
-            if attempt == tries - 1:
-                raise
-            continue
-        return json.loads(res.stdout.strip().splitlines()[-1])
-    raise AssertionError("unreachable")
+    """One case in a fresh subprocess, retried when it hangs: a child that stops using the CPU
+    (jaxlib 0.10's batched CPU LAPACK kernels can deadlock a 2-thread pool, README "jaxlib 0.10
+    on CPU") or runs past ``timeout`` is killed and started again."""
+    cmd = [sys.executable, "-c", _CHILD, json.dumps(spec)]
+    for _ in range(tries):
+        out = _timing.run_watched(cmd, timeout, idle=30.0)
+        if out is not None:
+            return json.loads(out.strip().splitlines()[-1])
+    raise RuntimeError(f"{spec}: every one of {tries} tries hung or ran past {timeout} s")
 
 
 def main() -> None:

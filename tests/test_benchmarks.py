@@ -70,3 +70,26 @@ def test_unknown_section_is_an_error():
         timeout=60,
     )
     assert res.returncode != 0 and "unknown sections" in res.stderr
+
+
+def test_readme_block_is_the_tables_of_one_run(quick_run, tmp_path):
+    import shutil
+
+    from benchmarks import readme
+
+    _, out = quick_run
+    results = tmp_path / "results"
+    shutil.copytree(out, results)
+    text = readme.block(results)
+    assert text.count("Machine:") == 1 and "python -m benchmarks --quick" in text
+    assert "#### Diagonal KL, (256, 64)" in text and "#### KL, full covariance" in text
+    assert "Flax NNX VAE train step" in text and "kNN KL from samples" in text
+    doc = tmp_path / "README.md"
+    doc.write_text(f"intro\n{readme.START}\nold tables\n{readme.END}\nrest\n")
+    readme.main(doc, results)
+    assert doc.read_text() == f"intro\n{readme.START}\n{text}\n{readme.END}\nrest\n"
+    # files of two different runs are refused
+    vae = results / "vae_step.md"
+    vae.write_text(vae.read_text().replace("load", "LOAD", 1))
+    with pytest.raises(ValueError, match="different runs"):
+        readme.block(results)

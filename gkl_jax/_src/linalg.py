@@ -95,8 +95,8 @@ def _tril_inverse(tril: jax.Array) -> jax.Array:
     as many concurrent calls as the pool has threads (two on a 2-core machine: two solves in one
     jitted function) wait on each other forever. The triangular solves and Cholesky
     factorizations of the diagonal and full-covariance paths are therefore built from the
-    operations here (the low-rank kernels still call LAPACK's QR, and ``wasserstein2`` its
-    eigendecomposition, SVD and LU).
+    operations here; the QR, SVD, eigendecomposition and LU calls of the low-rank kernels and
+    ``wasserstein2`` go through :mod:`gkl_jax._src.lapack`, one matrix at a time on CPU.
     """
     n = tril.shape[-1]
     if n == 1:
