@@ -117,7 +117,7 @@ def _time_torch(fn, args, repeats):
         t0 = time.perf_counter()
         fn(*args)
         t.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(t)
+    return _spread(t)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,7 +158,8 @@ def exact_kl(mp, lp, mq, lq):
 
 
 def interleaved(fns: dict, args, repeats: int) -> dict:
-    """Median ms per function, calls interleaved so that machine load hits all alike."""
+    """``[median, min, max]`` ms per function over ``repeats`` rounds, calls interleaved so that
+    machine load hits all alike."""
     for fn in fns.values():
         jax.block_until_ready(fn(*args))
     times = {name: [] for name in fns}
@@ -167,7 +168,16 @@ def interleaved(fns: dict, args, repeats: int) -> dict:
             t0 = time.perf_counter()
             jax.block_until_ready(fn(*args))
             times[name].append(time.perf_counter() - t0)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    return {name: _spread(t) for name, t in times.items()}
+
+
+def _spread(seconds: list[float]) -> list[float]:
+    return [1e3 * statistics.median(seconds), 1e3 * min(seconds), 1e3 * max(seconds)]
+
+
+def _ms(t: list[float]) -> str:
+    """``median [min-max]`` of a :func:`interleaved` entry."""
+    return f"{t[0]:.1f} [{t[1]:.1f}-{t[2]:.1f}]"
 
 
 def _grad_fn(fn):
@@ -177,7 +187,7 @@ def _grad_fn(fn):
 def _child(task: str, peer: int, batch: int, dim: int, repeats: int) -> dict:
     """Child-process entry (``--child``): one peer, timed or checked, as JSON on stdout.
 
-    * ``speed``: median ms of the jitted peer and of gkl_jax.kl_full, interleaved;
+    * ``speed``: ``[median, min, max]`` ms of the jitted peer and of gkl_jax.kl_full, interleaved;
     * ``grad``: the same for value + gradient with respect to all four inputs;
     * ``accuracy``: the peer's max relative errors on :func:`accuracy_cases`."""
     fn = list(_peers().values())[peer]
@@ -190,8 +200,7 @@ def _child(task: str, peer: int, batch: int, dim: int, repeats: int) -> dict:
         return {"errors": errs}
     args = tuple(jnp.asarray(a) for a in random_pairs(np.random.default_rng(0), batch, dim))
     wrap = _grad_fn if task == "grad" else jax.jit
-    ms = interleaved({"peer": wrap(fn), "ours": wrap(gkl_jax.kl_full)}, args, repeats)
-    return ms
+    return interleaved({"peer": wrap(fn), "ours": wrap(gkl_jax.kl_full)}, args, repeats)
 
 
 TRIES = 5  # tries of a child process that hangs
@@ -257,40 +266,43 @@ def speed_section(batch, dim, repeats, timeout=120, isolate=True) -> list[str]:
         "jnp formula + one XLA triangular_solve": jax.jit(_handwritten),
     }
     ms = interleaved(fns, jargs, repeats)
-    ref = ms["gkl_jax.kl_full"]
+    ref = ms["gkl_jax.kl_full"][0]
     lines = [
         f"### KL, full covariance: B = {batch}, D = {dim}, float32, jit",
         "",
         "Peers run in their own process, interleaved with gkl_jax.kl_full there; their ratio is to",
         "that process's kl_full.",
         "",
+        "ms: median [min-max] of the interleaved rounds.",
+        "",
         "| implementation | ms | time / gkl_jax.kl_full |",
         "|---|---|---|",
     ]
-    lines += [f"| {n} | {t:.1f} | {t / ref:.2f}x |" for n, t in ms.items()]
+    lines += [f"| {n} | {_ms(t)} | {t[0] / ref:.2f}x |" for n, t in ms.items()]
     for name, (res, hung) in _peer_runs("speed", batch, dim, repeats, timeout, isolate).items():
         if res is None:
             lines.append(f"| {name} | no result{_hung_note(hung, False)} | - |")
         else:
             lines.append(
-                f"| {name} | {res['peer']:.1f} | {res['peer'] / res['ours']:.2f}x "
-                f"(kl_full there: {res['ours']:.1f} ms){_hung_note(hung, True)} |"
+                f"| {name} | {_ms(res['peer'])} | {res['peer'][0] / res['ours'][0]:.2f}x "
+                f"(kl_full there: {res['ours'][0]:.1f} ms){_hung_note(hung, True)} |"
             )
     torch_kl = _torch_kl()
     if torch_kl is not None:
         torch_ms = _time_torch(torch_kl, args, repeats)
         name = "torch MultivariateNormal(scale_tril)"
-        lines.append(f"| {name} | {torch_ms:.1f} | {torch_ms / ref:.2f}x |")
+        lines.append(f"| {name} | {_ms(torch_ms)} | {torch_ms[0] / ref:.2f}x |")
 
     g_ours = interleaved({"g": _grad_fn(gkl_jax.kl_full)}, jargs, repeats)["g"]
     lines += ["", "Value + gradient with respect to all four inputs:", ""]
     lines += ["| implementation | B | ms | time / gkl_jax |", "|---|---|---|---|"]
-    lines.append(f"| gkl_jax.kl_full | {batch} | {g_ours:.1f} | 1.00x |")
+    lines.append(f"| gkl_jax.kl_full | {batch} | {_ms(g_ours)} | 1.00x |")
     torch_grad = _torch_kl(grad=True)
     if torch_grad is not None:
         torch_ms = _time_torch(torch_grad, args, repeats)
         name = "torch MultivariateNormal(scale_tril), autograd"
-        lines.append(f"| {name} | {batch} | {torch_ms:.1f} | {torch_ms / g_ours:.2f}x |")
+        ratio = torch_ms[0] / g_ours[0]
+        lines.append(f"| {name} | {batch} | {_ms(torch_ms)} | {ratio:.2f}x |")
     small = max(batch // 16, 1)
     for b in (small, batch):
         runs = _peer_runs("grad", b, dim, max(3, repeats // 4), timeout, isolate)
@@ -299,8 +311,8 @@ def speed_section(batch, dim, repeats, timeout=120, isolate=True) -> list[str]:
                 lines.append(f"| {name} | {b} | no result{_hung_note(hung, False)} | - |")
             else:
                 lines.append(
-                    f"| {name} | {b} | {res['peer']:.1f} | {res['peer'] / res['ours']:.2f}x "
-                    f"(gkl_jax there: {res['ours']:.1f} ms){_hung_note(hung, True)} |"
+                    f"| {name} | {b} | {_ms(res['peer'])} | {res['peer'][0] / res['ours'][0]:.2f}x "
+                    f"(gkl_jax there: {res['ours'][0]:.1f} ms){_hung_note(hung, True)} |"
                 )
     return lines
 
@@ -319,11 +331,11 @@ def eager_section(batch, dim, repeats) -> list[str]:
     return [
         f"### kl_full eager vs jit: B = {batch}, D = {dim}, float32",
         "",
-        "| call | ms | first call s (trace + compile + run) |",
+        "| call | ms, median [min-max] | first call s (trace + compile + run) |",
         "|---|---|---|",
-        *(f"| {n} | {ms[n]:.2f} | {first[n]:.2f} |" for n in fns),
+        *(f"| {n} | {_ms(ms[n])} | {first[n]:.2f} |" for n in fns),
         "",
-        f"eager / jit: {ms['eager'] / ms['jit']:.2f}x",
+        f"eager / jit: {ms['eager'][0] / ms['jit'][0]:.2f}x",
     ]
 
 
@@ -384,7 +396,7 @@ def low_rank_section(dim=4096, rank=16, repeats=20):
     p = gkl_jax.LowRankGaussian(*f32[:3])
     q = gkl_jax.LowRankGaussian(*f32[3:])
     fn = jax.jit(gkl_jax.kl)
-    ms = interleaved({"lr": fn}, (p, q), repeats)["lr"]
+    ms = interleaved({"lr": fn}, (p, q), repeats)["lr"][0]
     got = float(fn(p, q))
     f = [np.asarray(a, np.float64) for a in f32]
     cp = f[1] @ f[1].T + np.diag(np.exp(f[2]))
