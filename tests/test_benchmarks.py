@@ -93,3 +93,18 @@ def test_readme_block_is_the_tables_of_one_run(quick_run, tmp_path):
     vae.write_text(vae.read_text().replace("load", "LOAD", 1))
     with pytest.raises(ValueError, match="different runs"):
         readme.block(results)
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_child_that_stops_using_the_cpu_is_killed():
+    import time
+
+    from benchmarks import _timing
+
+    t0 = time.monotonic()
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    assert _timing.run_watched(sleeper, timeout=120, idle=2.0) is None
+    assert time.monotonic() - t0 < 30
+    assert _timing.run_watched([sys.executable, "-c", "print('ok')"], timeout=60) == "ok\n"
+    with pytest.raises(subprocess.CalledProcessError):
+        _timing.run_watched([sys.executable, "-c", "raise SystemExit(3)"], timeout=60)
