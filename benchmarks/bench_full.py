@@ -245,19 +245,17 @@ def _hung_note(hung, ok):
 # ---------------------------------------------------------------------------------------------
 
 
-def _peer_runs(task, batch, dim, repeats, timeout, isolate):
-    """``{peer name: (result dict or None, tries that hung)}`` for every installed JAX peer:
-    in child processes (``isolate``) or, for the tiny ``--quick`` sizes, in this process."""
-    out = {}
-    for index, name in enumerate(_peers()):
-        if isolate:
-            out[name] = in_child(task, index, batch, dim, repeats, timeout)
-        else:
-            out[name] = (_child(task, index, batch, dim, repeats), 0)
-    return out
+def _peer_runs(task, batch, dim, repeats, timeout):
+    """``{peer name: (result dict or None, tries that hung)}`` for every installed JAX peer, each
+    in child processes (even tiny batched LAPACK calls of a peer's gradient have hung in one
+    process)."""
+    return {
+        name: in_child(task, index, batch, dim, repeats, timeout)
+        for index, name in enumerate(_peers())
+    }
 
 
-def speed_section(batch, dim, repeats, timeout=120, isolate=True) -> list[str]:
+def speed_section(batch, dim, repeats, timeout=120) -> list[str]:
     args = random_pairs(np.random.default_rng(0), batch, dim)
     jargs = tuple(jnp.asarray(a) for a in args)
     fns = {
@@ -279,7 +277,7 @@ def speed_section(batch, dim, repeats, timeout=120, isolate=True) -> list[str]:
         "|---|---|---|",
     ]
     lines += [f"| {n} | {_ms(t)} | {t[0] / ref:.2f}x |" for n, t in ms.items()]
-    for name, (res, hung) in _peer_runs("speed", batch, dim, repeats, timeout, isolate).items():
+    for name, (res, hung) in _peer_runs("speed", batch, dim, repeats, timeout).items():
         if res is None:
             lines.append(f"| {name} | no result{_hung_note(hung, False)} | - |")
         else:
@@ -305,7 +303,7 @@ def speed_section(batch, dim, repeats, timeout=120, isolate=True) -> list[str]:
         lines.append(f"| {name} | {batch} | {_ms(torch_ms)} | {ratio:.2f}x |")
     small = max(batch // 16, 1)
     for b in (small, batch):
-        runs = _peer_runs("grad", b, dim, max(3, repeats // 4), timeout, isolate)
+        runs = _peer_runs("grad", b, dim, max(3, repeats // 4), timeout)
         for name, (res, hung) in runs.items():
             if res is None:
                 lines.append(f"| {name} | {b} | no result{_hung_note(hung, False)} | - |")
@@ -351,17 +349,15 @@ def accuracy_cases(dims, deltas, batch):
             yield args, exact_kl(*args)
 
 
-def accuracy_section(dims=_ACCURACY[0], deltas=_ACCURACY[1], batch=_ACCURACY[2], isolate=True):
-    """``isolate``: the peers in child processes (on :data:`_ACCURACY`, the defaults)."""
-    if isolate and (dims, deltas, batch) != _ACCURACY:
-        raise ValueError("the child processes check the default cases only")
+def accuracy_section():
+    """Max relative errors on :data:`_ACCURACY`'s cases; the peers in child processes."""
     ours = jax.jit(gkl_jax.kl_full)
     errs = {"gkl_jax.kl_full": []}
-    for args, ref in accuracy_cases(dims, deltas, batch):
+    for args, ref in accuracy_cases(*_ACCURACY):
         got = np.asarray(ours(*(jnp.asarray(a) for a in args)), np.float64)
         errs["gkl_jax.kl_full"].append(float(np.max(np.abs(got - ref) / ref)))
     notes = []
-    for name, (res, hung) in _peer_runs("accuracy", batch, 0, 0, 300, isolate).items():
+    for name, (res, hung) in _peer_runs("accuracy", 0, 0, 0, 300).items():
         if res is None:
             notes.append(f"{name}: no result{_hung_note(hung, False)}.")
             continue
@@ -374,7 +370,7 @@ def accuracy_section(dims=_ACCURACY[0], deltas=_ACCURACY[1], batch=_ACCURACY[2],
         "| D | delta | " + " | ".join(errs) + " |",
         "|" + "---|" * (len(errs) + 2),
     ]
-    cases = [(dim, delta) for dim in dims for delta in deltas]
+    cases = [(dim, delta) for dim in _ACCURACY[0] for delta in _ACCURACY[1]]
     for row, (dim, delta) in enumerate(cases):
         cells = " | ".join(f"{e[row]:.1e}" for e in errs.values())
         lines.append(f"| {dim} | {delta:g} | {cells} |")

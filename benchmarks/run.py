@@ -135,10 +135,11 @@ def _full(quick: bool) -> str:
     import bench_full
 
     if quick:
-        # tiny sizes, peers in this process (no time for child processes; too small to hang)
-        speed = bench_full.speed_section(8, 16, 3, isolate=False)
+        # tiny sizes; the peers still in child processes (in this process even tiny batched LAPACK
+        # calls of two peers' gradients hung once in CI)
+        speed = bench_full.speed_section(8, 16, 3, timeout=60)
         speed += ["", *bench_full.eager_section(16, 8, 3)]
-        acc = bench_full.accuracy_section(dims=(8,), deltas=(1e-2, 1e-5), batch=4, isolate=False)
+        acc = bench_full.accuracy_section()
         low = bench_full.low_rank_section(dim=256, rank=4, repeats=3)
     else:
         speed = bench_full.speed_section(256, 128, 15)
