@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import mpmath
 import numpy as np
@@ -133,3 +135,14 @@ def np_params(mix):
     mean = np.asarray(mix.components.mean, np.float64)
     var = np.asarray(mix.components.var, np.float64)
     return w, mean, var
+
+
+def lapack_batch_dims(fn, *args) -> dict[str, set[int]]:
+    """``{LAPACK custom call: {its num_batch_dims}}`` in the lowered program of ``fn``."""
+    found: dict[str, set[int]] = {}
+    for line in jax.jit(fn).lower(*args).as_text().splitlines():
+        call = re.search(r"custom_call @(lapack_\w+)", line)
+        if call:
+            dims = re.search(r'num_batch_dims = "(\d+)"', line)
+            found.setdefault(call.group(1), set()).add(int(dims.group(1)) if dims else -1)
+    return found

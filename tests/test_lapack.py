@@ -8,7 +8,6 @@ and the values against the batched routines.
 """
 
 import functools
-import re
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +17,7 @@ import pytest
 import gkl_jax
 from gkl_jax import DiagGaussian, FullGaussian, LowRankGaussian
 from gkl_jax._src import lapack
+from tests.helpers import lapack_batch_dims
 
 RNG = np.random.default_rng(0)
 B, D, K = 3, 6, 2
@@ -47,17 +47,6 @@ def _low():
 
 
 LOW, LOW_Q = _low(), _low()
-
-
-def lapack_batch_dims(fn, *args) -> dict[str, set[int]]:
-    """``{LAPACK custom call: {its num_batch_dims}}`` in the lowered program of ``fn``."""
-    found: dict[str, set[int]] = {}
-    for line in jax.jit(fn).lower(*args).as_text().splitlines():
-        call = re.search(r"custom_call @(lapack_\w+)", line)
-        if call:
-            dims = re.search(r'num_batch_dims = "(\d+)"', line)
-            found.setdefault(call.group(1), set()).add(int(dims.group(1)) if dims else -1)
-    return found
 
 
 def _sum(fn):
