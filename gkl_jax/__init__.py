@@ -19,7 +19,7 @@ from gkl_jax._src.distributions.diag import DiagGaussian
 from gkl_jax._src.distributions.full import FullGaussian
 from gkl_jax._src.distributions.low_rank import LowRankGaussian
 from gkl_jax._src.distributions.mixture import GaussianMixture
-from gkl_jax._src.divergences import bhattacharyya, hellinger, jeffreys, renyi, wasserstein2
+from gkl_jax._src.divergences import bhattacharyya, hellinger, jeffreys, renyi
 from gkl_jax._src.from_samples import kl_from_samples
 from gkl_jax._src.kl.cross_entropy import cross_entropy
 from gkl_jax._src.kl.diag import kl_diag, kl_diag_standard
@@ -28,6 +28,7 @@ from gkl_jax._src.kl.registry import kl, register_kl
 from gkl_jax._src.kl.structured import kl_full
 from gkl_jax._src.monte_carlo import kl_mc
 from gkl_jax._src.numerics import phi
+from gkl_jax._src.wasserstein import wasserstein2
 
 __version__ = "0.1.0"
 

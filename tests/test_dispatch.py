@@ -9,11 +9,12 @@ import pytest
 import gkl_jax
 from gkl_jax import DiagGaussian, FullGaussian, Gaussian, GaussianMixture, LowRankGaussian
 from gkl_jax._src.dispatch import Operation
-from gkl_jax._src.divergences import renyi_parts, wasserstein2_squared
+from gkl_jax._src.divergences import renyi_parts
 from gkl_jax._src.kl.mixture import as_mixture
 from gkl_jax._src.kl.registry import kl_op
 from gkl_jax._src.kl.structured import structure
 from gkl_jax._src.monte_carlo import draw_with_noise, log_ratio_at_noise
+from gkl_jax._src.wasserstein import wasserstein2_squared
 
 
 class A:

@@ -279,10 +279,12 @@ def measured_errors(kp, kq, per_regime=2, seed=0):
 
 
 def tolerance(kp, kq, name, regime):
-    """The documented accuracy; ``None`` where the test does not apply."""
-    lowrank = "lowrank" in (kp, kq)
-    if name == "wasserstein2" and lowrank and ("near" in regime):
-        return None  # W2 reaches a low-rank member through a dense square root: eps / perturbation
+    """The documented accuracy (max relative error)."""
+    if name == "wasserstein2" and regime == "log_diag -80 near" and kp == kq == "lowrank":
+        # nearly identical covariances of condition ~1e35 (rank k + e^-80 I): the polar factor of
+        # the numerically singular L_q^T L_p comes from an SVD, accurate to eps absolutely, so
+        # to eps / perturbation relative
+        return 1e-3
     if regime.startswith("log_diag -80"):
         return 5e-5  # covariances of condition ~1e35: the float32 inputs' own conditioning
     return 1e-5
@@ -293,8 +295,7 @@ def test_accuracy_against_50_digit_reference(kind_p, kind_q):
     errors = measured_errors(kind_p, kind_q)
     bad = {}
     for (name, regime), err in errors.items():
-        tol = tolerance(kind_p, kind_q, name, regime)
-        if tol is not None and not err <= tol:
+        if not err <= tolerance(kind_p, kind_q, name, regime):
             bad[name, regime] = err
     assert not bad, bad
 
@@ -308,10 +309,8 @@ def accuracy_table() -> str:
         for regime in regimes(kp, kq):
             cells = []
             for name in FUNCS:
-                tol = tolerance(kp, kq, name, regime)
                 err = errors[name, regime]
-                cell = "0 (exact)" if regime == "p == q" and err == 0 else f"{err:.1e}"
-                cells.append(cell if tol is not None else f"({cell})")
+                cells.append("0 (exact)" if regime == "p == q" and err == 0 else f"{err:.1e}")
             rows.append(f"| {kp}, {kq} | {regime} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

@@ -25,7 +25,8 @@ One concept per file::
     kl/diag.py              kl_diag, kl_diag_standard: the exact diagonal kernel
     kl/structured.py        kl_full and every pair with a full or low-rank member
     kl/mixture.py           Hershey-Olsen approximation and upper bound for mixtures
-    divergences.py          Jeffreys, Renyi, Bhattacharyya, Hellinger, Wasserstein-2
+    divergences.py          Jeffreys, Renyi, Bhattacharyya, Hellinger
+    wasserstein.py          Wasserstein-2 from L_q and the exact difference L_p - L_q
     monte_carlo.py          kl_mc: k1/k2/k3, antithetic pairs, control variates, stderr
     from_samples.py         kl_from_samples: kNN (WKV 2009) and moment-fit estimators
     compare.py              compare_posteriors, Comparison: two models' posteriors of the same

@@ -1,4 +1,4 @@
-r"""Closed-form divergences beyond KL: Jeffreys, Renyi, Bhattacharyya, Hellinger, Wasserstein-2.
+r"""Closed-form divergences beyond KL: Jeffreys, Renyi, Bhattacharyya, Hellinger.
 
 Every function takes two gkl_jax Gaussians (:class:`~gkl_jax.DiagGaussian`,
 :class:`~gkl_jax.FullGaussian`, :class:`~gkl_jax.LowRankGaussian`, in any combination), reduces
@@ -46,26 +46,13 @@ over the latent axis and broadcasts over batch axes, like :func:`gkl_jax.kl`.
 
 ``alpha > 1``: ``Sigma_alpha`` may be indefinite; the divergence is ``+inf`` there.
 
-**Wasserstein-2.** Diagonal pairs: ``||std_p - std_q||^2`` without cancellation. Otherwise the
-Bures term is ``min_R ||L_p - L_q R||_F^2`` over orthogonal ``R`` (``R`` the polar factor of
-``L_q^T L_p``). Near the identity ``R = I + Z`` is found in difference form (Newton steps on the
-Cayley parameter, each a Lyapunov solve), so the residual ``(L_p - L_q) - L_q Z`` keeps its
-digits and ``p == q`` gives exactly 0; elsewhere ``R`` comes from an SVD. The value's derivative
-holds ``R`` fixed (envelope theorem) and ``R``'s own derivative is the Lyapunov solution of the
-linearized polar equation, so gradients and Hessians are finite everywhere, ``p == q`` included.
-A low-rank member is reduced to a square root of its covariance by a QR of ``[Psi^{1/2}, W]^T``
-(``O(d^2 (d + k))``): the Bures term between low-rank-plus-diagonal matrices has no
-``O(d k^2)`` form (it needs the square root of a full ``d x d`` matrix unless both diagonals are
-multiples of ``I``). With no full-covariance member this is done only up to
-``_W2_DENSE_MAX = 1024`` dimensions; above, :func:`wasserstein2` raises and says so.
+Wasserstein-2 is in :mod:`gkl_jax._src.wasserstein`.
 
 References:
   Gil, Alajaji & Linder, *Renyi divergence measures for commonly used univariate continuous
   distributions*, Inf. Sci. 249 (2013); Pardo, *Statistical Inference Based on Divergence
-  Measures* (2006); Bhattacharyya (1943); Dowson & Landau, *The Frechet distance between
-  multivariate normal distributions*, J. Multivar. Anal. 12 (1982); Givens & Shortt (1984);
-  Haynsworth, *Determination of the inertia of a partitioned Hermitian matrix*, Linear Algebra
-  Appl. 1 (1968); Higham, *Functions of Matrices* (2008), ch. 8 (polar decomposition).
+  Measures* (2006); Bhattacharyya (1943); Haynsworth, *Determination of the inertia of a
+  partitioned Hermitian matrix*, Linear Algebra Appl. 1 (1968).
 """
 
 from __future__ import annotations
@@ -84,7 +71,6 @@ from gkl_jax._src import checks, lapack
 from gkl_jax._src.base import Gaussian
 from gkl_jax._src.dispatch import Operation
 from gkl_jax._src.distributions.diag import DiagGaussian, log_var_ratio
-from gkl_jax._src.distributions.full import FullGaussian
 from gkl_jax._src.distributions.low_rank import LowRankGaussian
 from gkl_jax._src.eager import compiled
 from gkl_jax._src.kl.registry import kl
@@ -101,10 +87,7 @@ from gkl_jax._src.linalg import (
 from gkl_jax._src.numerics import align_ranks, expm1, log_ratio, phi
 from gkl_jax._src.numerics import log1p as _log1p
 
-__all__ = ["bhattacharyya", "hellinger", "jeffreys", "renyi", "wasserstein2"]
-
-# W2 with a low-rank member and no full-covariance member densifies only up to this size.
-_W2_DENSE_MAX = 1024
+__all__ = ["bhattacharyya", "hellinger", "jeffreys", "renyi"]
 
 
 def _check_alpha(fn: str, alpha: Any) -> float:
@@ -800,217 +783,3 @@ def jeffreys(p: Any, q: Any) -> Float[Array, "*#b"]:
     """
     p, q, *_ = checks.check_gaussian_pair("jeffreys", p, q)
     return kl(p, q) + kl(q, p)
-
-
-# ---------------------------------------------------------------------------------------------
-# Wasserstein-2
-# ---------------------------------------------------------------------------------------------
-
-# ``W2^2`` of a pair, dispatched on the types: register a new family's kernel here.
-wasserstein2_squared = Operation("wasserstein2", arity=2)
-
-
-@wasserstein2_squared.register(DiagGaussian, DiagGaussian)
-def _w2_diag(p: DiagGaussian, q: DiagGaussian, batch, d, dtype) -> jax.Array:
-    mean_p, mean_q = align_ranks(p.mean, q.mean)
-    mean_term = jnp.sum(jnp.square(mean_p - mean_q), axis=-1)
-    if p.param == q.param == "std":
-        a, b = align_ranks(p.spread, q.spread)
-        diff = a - b
-    else:  # std_p - std_q = std_q * expm1(log(std_p / std_q)), no cancellation
-        half_x = 0.5 * log_var_ratio(p, q)
-        std_q, half_x = align_ranks(q.std, half_x)
-        diff = std_q * jnp.expm1(half_x)
-    spread_term = jnp.sum(jnp.square(diff), axis=-1)
-    mean_term, spread_term = align_ranks(mean_term, spread_term)
-    return jnp.broadcast_to(mean_term + spread_term, batch).astype(dtype)
-
-
-def _lyapunov(vecs: jax.Array, vals: jax.Array, rhs: jax.Array) -> jax.Array:
-    """``X`` with ``S X + X S = rhs`` for ``S = V diag(vals) V^T`` positive definite."""
-    denom = vals[..., :, None] + vals[..., None, :]
-    return mm(vecs, mm(mm(_t(vecs), mm(rhs, vecs)) / denom, _t(vecs)))
-
-
-_NEAR_POLAR = 0.2  # ||L_q^T (L_p - L_q)||_F / lambda_min(L_q^T L_q) below which: difference form
-_POLAR_STEPS = 8
-
-
-def _rotation_value(l_p: jax.Array, l_q: jax.Array) -> jax.Array:
-    """``Z = R - I`` for the polar factor ``R`` of ``G = L_q^T L_p`` (``G = R H``).
-
-    Near the identity: ``G = C + H`` with ``C = L_q^T L_q`` and the small, accurate
-    ``H = L_q^T (L_p - L_q)``; Newton steps ``R <- R Cayley(delta)`` with
-    ``S delta + delta S = G_n - G_n^T`` (``G_n = R^T G``, ``S`` the symmetric part of ``G``),
-    accumulated in difference form ``Z <- Z + Z_d + Z Z_d``, so ``Z`` has relative precision and
-    is exactly 0 at ``p == q``. Elsewhere ``R`` from an SVD.
-    """
-    d = l_p.shape[-1]
-    eye = _eye(d, l_p.dtype)
-    c = mm(_t(l_q), l_q)
-    c = 0.5 * (c + _t(c))
-    h = mm(_t(l_q), l_p - l_q)
-    g = c + h
-    vals = lapack.eigvalsh(0.5 * (g + _t(g)))
-    scale = jnp.max(jnp.abs(c), axis=(-2, -1))  # compared at unit scale: no overflow
-    near = _sumsq(h / scale[..., None, None]) <= (_NEAR_POLAR * vals[..., 0] / scale) ** 2
-    keep = near[..., None, None]
-    h_n = jnp.where(keep, h, jnp.zeros_like(h))
-    g_n = c + h_n
-    vals_n, vecs_n = lapack.eigh(0.5 * (g_n + _t(g_n)))
-
-    def step(_, z):
-        b = h_n + mm(_t(z), g_n)  # R^T G - C, whose antisymmetric part is that of R^T G
-        delta = _lyapunov(vecs_n, vals_n, b - _t(b))
-        z_d = lapack.solve(_plus_eye(-0.5 * delta), delta)  # Cayley(delta) - I
-        return z + z_d + mm(z, z_d)
-
-    z_near = lax.fori_loop(0, _POLAR_STEPS, step, jnp.zeros_like(g))
-    u, _, vt = lapack.svd(jnp.where(keep, jnp.broadcast_to(eye, g.shape), g))
-    z_far = _plus_eye(mm(u, vt), -1.0)
-    return jnp.where(keep, z_near, z_far)
-
-
-@jax.custom_jvp
-def _rotation(l_p: jax.Array, l_q: jax.Array) -> jax.Array:
-    """``R - I`` for the optimal rotation ``R = argmin ||L_p - L_q R||_F`` (see
-    :func:`_rotation_value`). Derivative: ``dR = R Omega`` with ``H Omega + Omega H =
-    R^T dG - dG^T R`` (``H = R^T G``, positive definite), from the eigenbasis of ``H``; no
-    eigenvalue differences, so it is finite at repeated eigenvalues."""
-    return _rotation_value(l_p, l_q)
-
-
-@_rotation.defjvp
-def _rotation_jvp(primals, tangents):
-    l_p, l_q = primals
-    dl_p, dl_q = tangents
-    z = _rotation(l_p, l_q)
-    r = _plus_eye(z)
-    g = mm(_t(l_q), l_p)
-    dg = mm(_t(dl_q), l_p) + mm(_t(l_q), dl_p)
-    hm = mm(_t(r), g)
-    vals, vecs = lapack.eigh(0.5 * (hm + _t(hm)))
-    a = mm(_t(r), dg)
-    omega = _lyapunov(vecs, vals, a - _t(a))
-    return z, mm(r, omega)
-
-
-@jax.custom_jvp
-def _bures(l_p: jax.Array, l_q: jax.Array) -> jax.Array:
-    """``min_R ||L_p - L_q R||_F^2 = tr S_p + tr S_q - 2 tr (S_p^1/2 S_q S_p^1/2)^1/2`` for any
-    square roots ``L`` of the covariances, as the sum of squares of ``(L_p - L_q) - L_q Z``."""
-    z = _rotation(l_p, l_q)
-    return _sumsq((l_p - l_q) - mm(l_q, z))
-
-
-@_bures.defjvp
-def _bures_jvp(primals, tangents):
-    # envelope theorem: R is optimal, so dB = 2 <L_p - L_q R, dL_p - dL_q R>; R's own derivative
-    # enters only the second derivative (through _rotation's rule)
-    l_p, l_q = primals
-    dl_p, dl_q = tangents
-    z = _rotation(l_p, l_q)
-    res = (l_p - l_q) - mm(l_q, z)
-    r = _plus_eye(z)
-    return _bures(l_p, l_q), 2.0 * jnp.sum(res * (dl_p - mm(dl_q, r)), axis=(-2, -1))
-
-
-def _square_root(g: Any, batch: tuple[int, ...], d: int) -> jax.Array:
-    """A square root ``L`` (``L L^T = Sigma``) of any Gaussian's covariance, ``(*batch, d, d)``.
-
-    Full and diagonal: the triangular factor. Low rank: ``R^T`` from the QR of
-    ``[Psi^{1/2}, W]^T`` (``O(d^2 (d + k))``, no squaring of the condition number).
-    """
-    view = structure(g)
-    if view.factor is None:
-        return _tril(g, batch, d)
-    root = jnp.broadcast_to(diag_embed(diag_part(view).std), (*batch, d, d))
-    factor = jnp.broadcast_to(view.factor, (*batch, d, view.factor.shape[-1]))
-    r = lapack.qr(_t(jnp.concatenate([root, factor], axis=-1)), mode="r")
-    return _t(r)
-
-
-@wasserstein2_squared.register(Gaussian, Gaussian)
-def _w2_generic(p: Any, q: Any, batch, d, dtype) -> jax.Array:
-    if not (isinstance(p, FullGaussian) or isinstance(q, FullGaussian)) and d > _W2_DENSE_MAX:
-        raise ValueError(
-            f"wasserstein2: between {type(p).__name__} and {type(q).__name__} with d = {d} "
-            f"(> {_W2_DENSE_MAX}): the Bures term tr (S_p^1/2 S_q S_p^1/2)^1/2 of "
-            "low-rank-plus-diagonal covariances has no O(d k^2) form (it needs the square root "
-            "of a d x d matrix unless both diagonals are multiples of the identity), and "
-            "gkl_jax does not densify a low-rank member silently at this size. Convert "
-            "explicitly with p.to_full() / q.to_full() (O(d^3) time, O(d^2) memory) if that "
-            "is affordable."
-        )
-    mean_p, mean_q = align_ranks(structure(p).mean, structure(q).mean)
-    mean_term = jnp.broadcast_to(jnp.sum(jnp.square(mean_p - mean_q), axis=-1), batch)
-    return mean_term + _bures(_square_root(p, batch, d), _square_root(q, batch, d))
-
-
-@functools.partial(jax.jit, static_argnames="squared")
-def _wasserstein2(p: Any, q: Any, squared: bool) -> jax.Array:
-    p, q, batch, d, dtype = checks.check_gaussian_pair("wasserstein2", p, q)
-    w2 = wasserstein2_squared(p, q, batch, d, dtype).astype(dtype)
-    return w2 if squared else _sqrt0(w2)
-
-
-@jax.custom_jvp
-def _sqrt0(x: jax.Array) -> jax.Array:
-    """``sqrt(x)`` for ``x >= 0`` whose derivative at 0 is 0 (a subgradient), not inf."""
-    return jnp.sqrt(x)
-
-
-@_sqrt0.defjvp
-def _sqrt0_jvp(primals, tangents):
-    (x,), (dx,) = primals, tangents
-    y = _sqrt0(x)
-    return y, dx * jnp.where(x == 0, 0.0, 0.5 / jnp.where(x == 0, 1.0, y))
-
-
-def wasserstein2(p: Any, q: Any, *, squared: bool = False) -> Float[Array, "*#b"]:
-    r"""2-Wasserstein distance between Gaussians (symmetric; a metric).
-
-    ::
-
-        W2^2 = ||mu_p - mu_q||^2 + tr Sigma_p + tr Sigma_q
-               - 2 tr (Sigma_p^{1/2} Sigma_q Sigma_p^{1/2})^{1/2}
-
-    Diagonal pairs: ``W2^2 = ||mu_p - mu_q||^2 + ||std_p - std_q||^2``, with ``std_p - std_q``
-    formed without cancellation. Otherwise the matrix square root is replaced by the equivalent
-    orthogonal Procrustes form ``min_R ||L_p - L_q R||_F^2``, a sum of squares rather than a
-    difference of traces, with the optimal rotation found in difference form near the identity
-    (see the module docstring): ``W2(p, p) == 0`` exactly and nearly identical full-covariance
-    pairs keep their digits.
-
-    Cost: ``O(d)`` for diagonal pairs, ``O(d^3)`` otherwise. A low-rank member enters through a
-    ``d x d`` square root of its covariance: the Bures term of low-rank-plus-diagonal matrices
-    has no ``O(d k^2)`` form. Without a full-covariance member that is done only for
-    ``d <= 1024``; above, a ``ValueError`` says so (convert with ``.to_full()`` explicitly).
-
-    Args:
-      p: a gkl_jax Gaussian.
-      q: a gkl_jax Gaussian with the same latent size.
-      squared: return ``W2^2`` (smooth everywhere) instead of ``W2``. ``W2`` is not
-        differentiable at ``p == q`` (a cone); its gradient there is taken as 0, a valid
-        subgradient, so training through ``W2`` stays finite.
-
-    Returns:
-      ``W2(p, q)`` (or its square) with the broadcast batch shape.
-
-    Raises:
-      ValueError: as :func:`renyi`; or a low-rank member, no full-covariance member and
-        ``d > 1024``. TypeError: as :func:`renyi`.
-
-    References:
-      Dowson & Landau, J. Multivar. Anal. 12 (1982); Givens & Shortt, Michigan Math. J. 31 (1984);
-      Bhatia, Jain & Lim, *On the Bures-Wasserstein distance*, Expo. Math. 37 (2019).
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from gkl_jax import DiagGaussian, wasserstein2
-      >>> p = DiagGaussian.from_std(jnp.array([3.0, 0.0]), jnp.array([1.0, 5.0]))
-      >>> q = DiagGaussian.from_std(jnp.zeros(2), jnp.array([1.0, 1.0]))
-      >>> float(wasserstein2(p, q))  # sqrt(3^2 + 4^2)
-      5.0
-    """
-    return _wasserstein2(p, q, bool(squared))
