@@ -49,9 +49,13 @@ difference is formed from exact differences only:
 
 Every term is a product of an exact difference with bounded factors, so ``Delta`` has the
 relative precision of the inputs' differences. Where ``||M||_F > 1/2`` (the pair is not near)
-``C_p`` comes from its own QR and ``Delta = L_p - L_q``. A full member meets a low-rank one
-through ``L_p - L_q`` of its triangular factor and the low-rank root (accurate to ``eps``
-absolutely, not relative to ``B``: the two covariances are not given in a common form).
+``C_p`` comes from its own QR and ``Delta = L_p - L_q``. Where a covariance is singular to
+working precision (``min(D^2) <= sqrt(eps)(max(D^2) + ||W||_F^2)``) the triangular roots of
+QR factorizations of ``[D, W]^T`` are used instead: the polar factor of a numerically singular
+``L_q^T L_p`` comes from an SVD, arbitrary in the singular directions, which the triangular
+roots tolerate (``eps / perturbation`` relative error) and these do not. A full member meets a
+low-rank one through ``L_p - L_q`` of its triangular factor and the low-rank root (accurate to
+``eps`` absolutely, not relative to ``B``: the two covariances are not given in a common form).
 
 Cost: ``O(d)`` for diagonal pairs, ``O(d^3)`` otherwise (the ``d x d`` Procrustes problem; the
 low-rank roots are ``O(d^2 k)``). The Bures term of low-rank-plus-diagonal matrices has no
@@ -130,20 +134,14 @@ def _w2_diag(p: DiagGaussian, q: DiagGaussian, batch, d, dtype) -> jax.Array:
 # ---------------------------------------------------------------------------------------------
 
 
-def _lyapunov(vecs: jax.Array, vals: jax.Array, rhs: jax.Array, floor: Any = None) -> jax.Array:
-    """``X`` with ``S X + X S = rhs`` for ``S = V diag(vals) V^T`` positive definite; with a
-    ``floor``, the components whose denominator ``vals_i + vals_j`` is below it are set to 0."""
+def _lyapunov(vecs: jax.Array, vals: jax.Array, rhs: jax.Array) -> jax.Array:
+    """``X`` with ``S X + X S = rhs`` for ``S = V diag(vals) V^T`` positive definite."""
     denom = vals[..., :, None] + vals[..., None, :]
-    x = mm(_t(vecs), mm(rhs, vecs))
-    if floor is not None:
-        ok = denom > floor
-        x, denom = jnp.where(ok, x, 0.0), jnp.where(ok, denom, 1.0)
-    return mm(vecs, mm(x / denom, _t(vecs)))
+    return mm(vecs, mm(mm(_t(vecs), mm(rhs, vecs)) / denom, _t(vecs)))
 
 
 _NEAR_POLAR = 0.2  # ||L_q^T Delta||_F / lambda_min(L_q^T L_q) below which: start from R = I
 _POLAR_STEPS = 8
-_FLOOR = 16  # eps * lambda_max: Lyapunov denominators below it are singular (no step there)
 
 
 def _rotation_value(l_q: jax.Array, delta: jax.Array) -> jax.Array:
@@ -156,9 +154,10 @@ def _rotation_value(l_q: jax.Array, delta: jax.Array) -> jax.Array:
     precision of ``Delta`` and is exactly 0 at ``p == q``. The steps start from ``R = I`` where
     ``||H||_F <= 0.2 lambda_min(sym G)`` (sure convergence) and elsewhere from the SVD's polar
     factor, whose rounding (``eps`` absolutely: all of a nearly identical pair's ``Z`` when the
-    first test is too cautious) they remove. Directions in which ``S`` is singular to working
-    precision take no step (their rotation does not change ``Delta - L_q Z``); there, for
-    nearly identical pairs, the SVD's rounding stays (``eps / perturbation`` relative).
+    first test is too cautious) they remove -- if ``S`` is well conditioned
+    (``lambda_min > sqrt(eps) lambda_max``). Otherwise the SVD's factor is kept: with ``S``
+    singular to working precision the Newton equation is ill-posed, and nearly identical pairs
+    there get ``eps / perturbation`` relative accuracy.
     """
     c = mm(_t(l_q), l_q)
     c = 0.5 * (c + _t(c))
@@ -172,11 +171,13 @@ def _rotation_value(l_q: jax.Array, delta: jax.Array) -> jax.Array:
     z0 = jnp.where(keep, jnp.zeros_like(g), _plus_eye(mm(u, vt), -1.0))
     b0 = h + mm(_t(z0), g)  # R_0^T G - C
     vals_s, vecs_s = lapack.eigh(c + 0.5 * (b0 + _t(b0)))
-    floor = (_FLOOR * jnp.finfo(g.dtype).eps) * vals_s[..., -1:, None]
+    conditioned = vals_s[..., 0] > jnp.sqrt(jnp.finfo(g.dtype).eps) * vals_s[..., -1]
+    active = (near | conditioned)[..., None, None]
+    vals_s = jnp.where(active[..., 0], vals_s, jnp.ones_like(vals_s))  # no division by ~0
 
     def step(_, z):
         b = h + mm(_t(z), g)  # R^T G - C, whose antisymmetric part is that of R^T G
-        dl = _lyapunov(vecs_s, vals_s, b - _t(b), floor)
+        dl = jnp.where(active, _lyapunov(vecs_s, vals_s, b - _t(b)), 0.0)
         z_d = lapack.solve(_plus_eye(-0.5 * dl), dl)  # Cayley(dl) - I
         return z + z_d + mm(z, z_d)
 
@@ -312,7 +313,31 @@ def _low_rank_roots(vp: Any, vq: Any, batch, d, dtype) -> tuple[jax.Array, jax.A
         + mm(w_q, mm(rq.t, _t(dn)))
     )
     delta_far = _LowRankRoot(std_p, w_p).root() - l_q
-    return l_q, jnp.where(near[..., None, None], delta_near, delta_far)
+    # A covariance that is singular to working precision (diagonal far below the factor): the
+    # polar factor of L_q^T L_p is then found by an SVD, which is arbitrary in the singular
+    # directions; with these roots that costs up to ~sigma_min^2 absolutely, with triangular
+    # roots (a QR factorization of [D, W]^T per side) only eps / perturbation relatively.
+    well = _well_conditioned(std_p, w_p) & _well_conditioned(std_q, w_q)
+    keep = well[..., None, None]
+    l_q_tri = _triangular_root(std_q, w_q)
+    delta_tri = _triangular_root(std_p, w_p) - l_q_tri
+    delta = jnp.where(near[..., None, None], delta_near, delta_far)
+    return jnp.where(keep, l_q, l_q_tri), jnp.where(keep, delta, delta_tri)
+
+
+def _well_conditioned(std: jax.Array, w: jax.Array) -> jax.Array:
+    """``min(D^2) > sqrt(eps) (max(D^2) + ||W||_F^2)``: a lower bound of the covariance's
+    reciprocal condition number above ``sqrt(eps)``."""
+    var = jnp.square(std)
+    big = jnp.max(var, axis=-1) + jnp.sum(jnp.square(w), axis=(-2, -1))
+    return jnp.min(var, axis=-1) > jnp.sqrt(jnp.finfo(std.dtype).eps) * big
+
+
+def _triangular_root(std: jax.Array, w: jax.Array) -> jax.Array:
+    """``R^T`` from the QR factorization of ``[D, W]^T`` (``R^T R = D^2 + W W^T``), no squaring
+    of the condition number."""
+    stacked = jnp.concatenate([diag_embed(std), w], axis=-1)
+    return _t(lapack.qr(_t(stacked), mode="r"))
 
 
 def _square_root(view: Any, batch: tuple[int, ...], d: int, dtype: Any) -> jax.Array:
