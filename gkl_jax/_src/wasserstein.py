@@ -54,8 +54,9 @@ working precision (``min(D^2) <= sqrt(eps)(max(D^2) + ||W||_F^2)``) the triangul
 QR factorizations of ``[D, W]^T`` are used instead: the polar factor of a numerically singular
 ``L_q^T L_p`` comes from an SVD, arbitrary in the singular directions, which the triangular
 roots tolerate (``eps / perturbation`` relative error) and these do not. A full member meets a
-low-rank one through ``L_p - L_q`` of its triangular factor and the low-rank root (accurate to
-``eps`` absolutely, not relative to ``B``: the two covariances are not given in a common form).
+low-rank one through ``L_p - L_q`` of its triangular factor and the low-rank member's triangular
+root (accurate to ``eps`` absolutely, not relative to ``B``: the two covariances are not given
+in a common form).
 
 Cost: ``O(d)`` for diagonal pairs, ``O(d^3)`` otherwise (the ``d x d`` Procrustes problem; the
 low-rank roots are ``O(d^2 k)``). The Bures term of low-rank-plus-diagonal matrices has no
@@ -348,7 +349,7 @@ def _square_root(view: Any, batch: tuple[int, ...], d: int, dtype: Any) -> jax.A
         return jnp.broadcast_to(diag_embed(diag_part(view).std), (*batch, d, d)).astype(dtype)
     k = view.factor.shape[-1]
     std = jnp.broadcast_to(diag_part(view).std, (*batch, d)).astype(dtype)
-    return _LowRankRoot(std, _padded(view, batch, d, k, dtype)).root()
+    return _triangular_root(std, _padded(view, batch, d, k, dtype))
 
 
 @wasserstein2_squared.register(Gaussian, Gaussian)
