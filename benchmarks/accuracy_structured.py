@@ -58,9 +58,9 @@ def main() -> None:
             "The documented accuracy is 1e-5 (5e-5 at log-diagonals of -80), except W2 of "
             "nearly identical low-rank pairs whose covariances are singular to working precision "
             "(log_diag -80 near: rank k + e^-80 I), ~eps / perturbation: the polar factor "
-            "there comes from an SVD (tests/test_wasserstein.py covers rank 2 + e^-20 I). Mixed full / low-rank pairs are not nearly identical in "
-            "this table: their covariances are not given in a common form (accurate to eps of "
-            "the covariances).",
+            "there comes from an SVD (tests/test_wasserstein.py covers rank 2 + e^-20 I). "
+            "Mixed full / low-rank pairs are not nearly identical in this table: their "
+            "covariances are not given in a common form (accurate to eps of the covariances).",
             "",
             divergences.accuracy_table(),
             "",
