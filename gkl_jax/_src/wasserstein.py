@@ -48,10 +48,10 @@ difference is formed from exact differences only:
 * ``Delta = (D_p - D_q) + (W_p - W_q) T_p N_p^T + W_q (T_p - T_q) N_p^T + W_q T_q (N_p - N_q)^T``.
 
 Every term is a product of an exact difference with bounded factors, so ``Delta`` has the
-relative precision of the inputs' differences. Where ``||M||_F > 1/2`` (the pair is not near)
-``C_p`` comes from its own QR and ``Delta = L_p - L_q``. Where a covariance is singular to
-working precision (``min(D^2) <= sqrt(eps)(max(D^2) + ||W||_F^2)``) the triangular roots of
-QR factorizations of ``[D, W]^T`` are used instead: the polar factor of a numerically singular
+relative precision of the inputs' differences. Where ``||M||_F > 1/2`` (the pair is not near,
+so ``L_p - L_q`` needs no care) and where a covariance is singular to working precision
+(``min(D^2) <= sqrt(eps)(max(D^2) + ||W||_F^2)``) the triangular roots of QR factorizations of
+``[D, W]^T`` are used instead, the latter because the polar factor of a numerically singular
 ``L_q^T L_p`` comes from an SVD, arbitrary in the singular directions, which the triangular
 roots tolerate (``eps / perturbation`` relative error) and these do not. A full member meets a
 low-rank one through ``L_p - L_q`` of its triangular factor and the low-rank member's triangular
@@ -313,17 +313,15 @@ def _low_rank_roots(vp: Any, vq: Any, batch, d, dtype) -> tuple[jax.Array, jax.A
         + mm(w_q, mm(dt, _t(n_p)))
         + mm(w_q, mm(rq.t, _t(dn)))
     )
-    delta_far = _LowRankRoot(std_p, w_p).root() - l_q
-    # A covariance that is singular to working precision (diagonal far below the factor): the
-    # polar factor of L_q^T L_p is then found by an SVD, which is arbitrary in the singular
-    # directions; with these roots that costs up to ~sigma_min^2 absolutely, with triangular
-    # roots (a QR factorization of [D, W]^T per side) only eps / perturbation relatively.
-    well = _well_conditioned(std_p, w_p) & _well_conditioned(std_q, w_q)
-    keep = well[..., None, None]
+    # Elsewhere the triangular roots (a QR factorization of [D, W]^T per side): for pairs that
+    # are not near (||M||_F > 1/2), and where a covariance is singular to working precision
+    # (diagonal far below the factor): the polar factor of L_q^T L_p is then found by an SVD,
+    # arbitrary in the singular directions, which costs up to ~sigma_min^2 absolutely with the
+    # difference roots and only eps / perturbation relatively with triangular ones.
+    use = (near & _well_conditioned(std_p, w_p) & _well_conditioned(std_q, w_q))[..., None, None]
     l_q_tri = _triangular_root(std_q, w_q)
     delta_tri = _triangular_root(std_p, w_p) - l_q_tri
-    delta = jnp.where(near[..., None, None], delta_near, delta_far)
-    return jnp.where(keep, l_q, l_q_tri), jnp.where(keep, delta, delta_tri)
+    return jnp.where(use, l_q, l_q_tri), jnp.where(use, delta_near, delta_tri)
 
 
 def _well_conditioned(std: jax.Array, w: jax.Array) -> jax.Array:
